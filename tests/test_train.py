@@ -1,0 +1,80 @@
+"""Run-folder guarantees of medseg_lab.train: no overwrites, atomic checkpoints, load_run round trips."""
+import hashlib
+import pytest, torch
+import pandas as pd
+from medseg_lab.train import TrainConfig, train, load_run
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(model='unet', preset='tiny', data='phantom', data_kwargs=dict(size=32), epochs=1, batch_size=4,
+                iters_per_epoch=2, out_dir=str(tmp_path), name='same', progress=False, eval_metrics=['dice'],
+                num_threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def _digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _leftovers(folder):
+    "Temporary files an interrupted atomic write could leave behind."
+    return [p.name for p in folder.iterdir() if p.name.startswith('.') or p.name.endswith('.tmp')]
+
+
+def test_runs_with_the_same_name_never_overwrite(tmp_path):
+    a = train(_cfg(tmp_path))
+    before = _digest(a.run_dir)
+    b = train(_cfg(tmp_path))
+    assert a.run_dir != b.run_dir and a.run_dir.parent == b.run_dir.parent
+    assert a.run_dir.name.startswith('same-') and b.run_dir.name.startswith('same-')
+    assert _digest(a.run_dir) == before          # the first run is untouched, byte for byte
+    for r in (a, b): assert (r.run_dir / 'metrics.json').exists() and (r.run_dir / 'checkpoint.pt').exists()
+
+
+def test_failed_checkpoint_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    # one finished epoch of a two-epoch run: a good checkpoint.pt exists
+    run = train(_cfg(tmp_path, epochs=2), callback=lambda epoch, row: True)
+    good = (run.run_dir / 'checkpoint.pt').read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):   # writes half a file, then the disk "fills up"
+        f.write(b'partial checkpoint bytes'); raise OSError('disk full (simulated)')
+    monkeypatch.setattr(torch, 'save', broken_save)
+    with pytest.raises(OSError, match='disk full'): train(_cfg(tmp_path, epochs=2), resume=run.run_dir)
+    fresh = tmp_path / 'fresh'
+    with pytest.raises(OSError, match='disk full'): train(_cfg(fresh, epochs=2))
+    monkeypatch.undo()
+
+    assert (run.run_dir / 'checkpoint.pt').read_bytes() == good      # the old checkpoint survives intact
+    assert _leftovers(run.run_dir) == []
+    torch.load(run.run_dir / 'checkpoint.pt', weights_only=True)     # and still loads
+    (new_dir,) = fresh.iterdir()
+    assert not (new_dir / 'checkpoint.pt').exists() and not (new_dir / 'best.pt').exists()
+    assert _leftovers(new_dir) == []
+
+
+@pytest.mark.parametrize('which', ['best', 'last'])
+def test_load_run_round_trip_gives_identical_outputs(tmp_path, which):
+    res = train(_cfg(tmp_path, epochs=2))
+    loaded = load_run(res.run_dir, which=which)
+    x = torch.randn(3, 1, 40, 24)
+    if which == 'best': ref = res.model.eval()
+    else:
+        ref = load_run(res.run_dir, 'last').model   # a second, independent rebuild
+        ck = torch.load(res.run_dir / 'checkpoint.pt', weights_only=True)
+        assert all(torch.equal(v, ck['model'][k]) for k, v in loaded.model.state_dict().items())
+    with torch.no_grad(): assert torch.equal(loaded.model(x), ref(x))
+    pd.testing.assert_frame_equal(loaded.history, res.history, check_dtype=False)
+    assert loaded.metrics == res.metrics and loaded.config == res.config
+    assert not loaded.model.training
+
+
+def test_load_run_names_missing_files(tmp_path):
+    res = train(_cfg(tmp_path))
+    (res.run_dir / 'best.pt').unlink()
+    with pytest.raises(FileNotFoundError, match='best.pt'): load_run(res.run_dir)
+    load_run(res.run_dir, which='last')   # checkpoint.pt is still there
+
+
+def test_channel_mismatch_fails_before_any_run_folder(tmp_path):
+    with pytest.raises(ValueError, match='channel'): train(_cfg(tmp_path, model_kwargs={'in_channels': 3}))
+    assert not any(tmp_path.iterdir())        # nothing written: the check runs before training starts
