@@ -62,7 +62,7 @@ check-export: $(READY)
 	else echo "check-export: medseg_lab/ equals nbdev_export of nbs/"; fi
 
 nbtest: $(READY)
-	$(BIN)/nbdev_test --n_workers 2 --timing --skip_folder_re '^([_.]|experiments$$)'
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing --skip_folder_re '^([_.]|experiments$$)'
 
 pytest: $(READY)
 	$(BIN)/pytest tests -q -p no:cacheprovider
@@ -74,7 +74,7 @@ export: $(READY)
 
 ## readme: README.md from nbs/index.ipynb
 readme: $(READY)
-	$(BIN)/jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README
+	$(BIN)/jupyter nbconvert --to markdown --no-input nbs/index.ipynb --output-dir . --output README
 	@echo "README.md regenerated from nbs/index.ipynb"
 
 ## docs: the notebooks rendered to a static HTML site in _docs/ (Quarto cannot be installed offline)
