@@ -42,3 +42,45 @@ def test_train_eval_unknown_model_fails_clearly(repo, tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as e:
         _run(repo, tmp_path, model="no-such-net", preset="tiny", data="phantom", epochs=1, time_budget_s=5)
     assert "unet" in str(e.value)   # the error lists the valid model names
+
+
+def test_model_zoo_tiny_budget_on_two_models(repo, tmp_path):
+    "The zoo trains and evaluates two tiny models under an equal 2-step budget and writes the paper-style table."
+    import pandas as pd
+    out_nb = tmp_path / "zoo.ipynb"
+    papermill.execute_notebook(str(repo / "nbs/experiments/model_zoo.ipynb"), str(out_nb),
+                               parameters=dict(models=["unet", "lgmsnet"], preset="tiny", budget_steps=2, batch_size=4,
+                                               data_kwargs={"size": [64, 64]}, paper_presets=False, timing_steps=1,
+                                               num_threads=1, out_dir=str(tmp_path / "runs")),
+                               kernel_name="medseg_lab", cwd=str(repo / "nbs/experiments"), progress_bar=False)
+    (zoo,) = (tmp_path / "runs").iterdir()
+    assert zoo.name.startswith("model_zoo-")
+    for f in ["zoo_results.csv", "zoo_results.md", "overlays.png", "overlay-unet.png", "overlay-lgmsnet.png"]:
+        assert (zoo / f).exists(), f"missing {f}"
+    t = pd.read_csv(zoo / "zoo_results.csv")
+    assert list(t.model) == ["unet", "lgmsnet"] and list(t["steps trained"]) == [2, 2]   # the equal budget
+    assert {"params (M)", "GMACs @ 1×256×256", "train s/step (CPU)", "inference s/image (CPU)", "dice lesion",
+            "dice edema", "dice mean", "hd95 mean", "hd95 nan"} <= set(t.columns)
+    assert (t["params (M)"] > 0).all() and (t["GMACs @ 1×256×256"] > 0).all() and (t["train s/step (CPU)"] > 0).all()
+    assert t["dice mean"].between(0, 1).all()
+    assert len(list((zoo / "runs").iterdir())) == 2           # one train() run folder per model
+    md = (zoo / "zoo_results.md").read_text()
+    assert "| unet |" in md and "_Measured " in md and " UTC on " in md
+
+
+def test_model_zoo_picks_every_registered_model_by_default(repo, tmp_path):
+    "models=None means every registered model that builds: a model added to the registry joins without an edit."
+    import nbformat
+    nb = nbformat.read(repo / "nbs/experiments/model_zoo.ipynb", 4)
+    src = "\n".join(c.source for c in nb.cells)
+    assert "names = list(MODELS) if models is None" in src
+    assert not any(f'"{m}"' in src for m in __import__("medseg_lab.models", fromlist=["MODELS"]).MODELS if m != "unet")
+
+
+def test_train_eval_with_a_paper_recipe(repo, tmp_path):
+    "recipe='mmunet-paper' swaps in MM-UNet's nnU-Net recipe (SGD 0.99 Nesterov, poly, CE+Dice, deep supervision)."
+    _, runs = _run(repo, tmp_path, model="unet", preset="tiny", data="phantom", epochs=1, time_budget_s=3,
+                   data_kwargs={"size": 32}, recipe="mmunet-paper")
+    c = json.loads((runs[0] / "config.json").read_text())
+    assert (c["optimizer"], c["momentum"], c["nesterov"], c["weight_decay"], c["deep_supervision"]) == ("sgd", 0.99, True, 3e-5, True)
+    assert c["epochs"] == 1 and c["batch_size"] == 2

@@ -78,3 +78,40 @@ def test_load_run_names_missing_files(tmp_path):
 def test_channel_mismatch_fails_before_any_run_folder(tmp_path):
     with pytest.raises(ValueError, match='channel'): train(_cfg(tmp_path, model_kwargs={'in_channels': 3}))
     assert not any(tmp_path.iterdir())        # nothing written: the check runs before training starts
+
+
+def test_dsvmunet_distillation_through_train(tmp_path):
+    "L = CeDice + α·L_proj + β·L_prog: both terms logged and non-zero, the total falls; the ablation switch reaches the model."
+    res = train(_cfg(tmp_path, model='dsvmunet', epochs=4, iters_per_epoch=2, lr=3e-3, distill='both'))
+    h = res.history
+    assert (h.train_proj > 0).all() and (h.train_prog > 0).all()
+    assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]
+    assert (h.train_loss > h.train_proj + 0.5 * h.train_prog).all()           # the segmentation term is in there too
+    only_proj = train(_cfg(tmp_path, model='dsvmunet', distill='proj', distill_alpha=2.0))
+    assert 'train_proj' in only_proj.history and 'train_prog' not in only_proj.history
+    assert only_proj.model.config['distill'] == 'proj'
+    plain = train(_cfg(tmp_path, model='dsvmunet', distill='none'))
+    assert 'train_proj' not in plain.history
+
+
+def test_distill_on_a_model_without_features_fails_clearly(tmp_path):
+    with pytest.raises(ValueError, match="has none"): train(_cfg(tmp_path, model='unet', distill='both'))
+    assert not any(tmp_path.iterdir())
+
+
+def test_init_checkpoint_loads_local_weights_or_names_the_keys(tmp_path):
+    first = train(_cfg(tmp_path / 'a'))
+    ck = torch.load(first.run_dir / 'best.pt', weights_only=True)['model']
+    # start a zero-step-budget run from those weights: the weights it evaluates are exactly the loaded ones
+    second = train(_cfg(tmp_path / 'b', init_checkpoint=str(first.run_dir / 'best.pt'), lr=1e-12, optimizer='sgd', momentum=0.0, nesterov=False, augment=False))
+    assert any('initialised from' in n for n in second.metrics['notes'])
+    w = second.model.state_dict()
+    assert all(torch.allclose(w[k].float(), ck[k].float(), atol=1e-6) for k in ck if w[k].is_floating_point() and 'running' not in k)
+    with pytest.raises(FileNotFoundError, match='does not exist'): train(_cfg(tmp_path / 'c', init_checkpoint=str(tmp_path / 'nope.pt')))
+    torch.save({'model': {'encoder.0.weight': torch.zeros(3)}}, tmp_path / 'other.pt')
+    with pytest.raises(ValueError, match='encoder.0.weight'): train(_cfg(tmp_path / 'c', init_checkpoint=str(tmp_path / 'other.pt')))
+    assert not (tmp_path / 'c').exists()                                      # checked before any run folder is made
+
+
+def test_unknown_training_preset_lists_the_valid_ones():
+    with pytest.raises(ValueError, match='mmunet-paper'): TrainConfig.from_preset('nnunet-3d')
