@@ -5,6 +5,8 @@ memory of the fast scan against the full (B, D, N, L) float32 tensor.
 
     .venv/bin/python benchmarks/ssm_scan.py                       # the issue's three shapes
     .venv/bin/python benchmarks/ssm_scan.py --shapes 1,192,16,4096 --out bench.json
+    git show HEAD:medseg_lab/ssm.py > /tmp/ssm_before.py       # before/after a change, in the same run:
+    .venv/bin/python benchmarks/ssm_scan.py --baseline-module /tmp/ssm_before.py
 
 Inputs are Mamba-like: A = -(1..N) per channel (S4D-real init), Δ = softplus(delta + bias) with Δ in [1e-3, 0.1],
 B and C shared over channels (B, N, L), D = 1, no gate. The reference is timed once per shape (it is slow); the
@@ -18,7 +20,7 @@ forward+backward (autograd through L Python steps) takes minutes at L = 32768, s
 timed on the first that-many steps and scaled linearly in L (its cost per step is constant); such rows are marked
 "extrapolated". Ratios, never timed asserts.
 """
-import argparse, json, math, os, platform, subprocess, sys, time
+import argparse, importlib.util, json, math, os, platform, subprocess, sys, time
 import torch
 from medseg_lab.ssm import selective_scan, selective_scan_reference
 
@@ -88,11 +90,18 @@ def main():
                    help='time the (very slow) reference fwd+bwd on at most this many steps and scale linearly in L')
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch\'s choice)')
     p.add_argument('--memory-child', nargs=2, default=None, help=argparse.SUPPRESS)
+    p.add_argument('--baseline-module', default=None,
+                   help='another ssm.py (e.g. `git show HEAD:medseg_lab/ssm.py`) whose fast forward is timed in the same run')
     p.add_argument('--out', default=None, help='write the results as JSON here')
     a = p.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     if a.memory_child: return memory_child(*a.memory_child)
     fast = lambda **kw: selective_scan(**kw, backend='torch')
+    base = None
+    if a.baseline_module:
+        spec = importlib.util.spec_from_file_location('ssm_baseline', a.baseline_module)
+        mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+        base = lambda **kw: mod.selective_scan(**kw, backend='torch')
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
     rows = []
     for spec in a.shapes:
@@ -105,9 +114,15 @@ def main():
         for _ in range(a.reps):
             t = time.perf_counter(); y_fast = fwd(fast, kw); t_fast.append(time.perf_counter() - t)
         r['fast_fwd_s'] = min(t_fast)
+        if base is not None:
+            fwd(base, kw); t_base = []
+            for _ in range(a.reps):
+                t = time.perf_counter(); fwd(base, kw); t_base.append(time.perf_counter() - t)
+            r['baseline_fwd_s'] = min(t_base)
         t = time.perf_counter(); yb, gb = fwd_bwd(fast, kw); r['fast_fwd_bwd_s'] = time.perf_counter() - t
         t = time.perf_counter(); y_ref = fwd(selective_scan_reference, kw); r['ref_fwd_s'] = time.perf_counter() - t
         r['fwd_speedup'] = r['ref_fwd_s'] / r['fast_fwd_s']
+        if base is not None: r['baseline_fwd_speedup'] = r['ref_fwd_s'] / r['baseline_fwd_s']
         r['fwd_max_rel_err'] = ((y_fast - y_ref).abs().max() / y_ref.abs().max()).item()
         lr = min(l, a.ref_backward_max_len)
         kr = {k: (v[..., :lr] if isinstance(v, torch.Tensor) and v.shape[-1] == l else v) for k, v in kw.items()}
@@ -128,6 +143,9 @@ def main():
               f" {r['fast_fwd_bwd_s']:13.3f} {r.get('ref_fwd_bwd_s', float('nan')):7.2f} {r.get('fwd_bwd_speedup', float('nan')):6.1f}x |"
               f" {r.get('fwd_peak_over_full') or float('nan'):9.3f} {r.get('fwd_bwd_peak_over_full') or float('nan'):7.3f}"
               + ("  (reference fwd+bwd extrapolated from L=%d)" % r['ref_fwd_bwd_extrapolated_from_L'] if r['ref_fwd_bwd_extrapolated_from_L'] else ""))
+    if base is not None:
+        for r in rows: print(f"L={r['L']}: forward ratio vs reference {r['baseline_fwd_speedup']:.1f}x with {a.baseline_module} -> "
+                             f"{r['fwd_speedup']:.1f}x now ({r['baseline_fwd_s']:.3f} s -> {r['fast_fwd_s']:.3f} s)")
     print('targets at L=32768: fwd >= 10x, fwd+bwd >= 5x, peak <= 0.25 of the full (B, D, N, L) float32 tensor')
     if a.out:
         with open(a.out, 'w') as f: json.dump(dict(torch=torch.__version__, threads=torch.get_num_threads(), rows=rows), f, indent=1)
