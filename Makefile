@@ -9,9 +9,15 @@ PIP := $(PY) -m pip
 BIN := $(CURDIR)/$(VENV)/bin
 TORCH_STAMP := $(VENV)/.stamp-torch
 READY := $(VENV)/.stamp-ready
+SYSDEPS := $(VENV)/.stamp-sysdeps
 KERNEL := medseg_lab
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
+# Debian packages for napari under a virtual display (Xvfb + Mesa's software OpenGL + Qt's xcb platform) and Chromium
+# (kaleido's static plotly images, the docs test). Installed by `make setup` when run as root; otherwise printed.
+APT_PKGS := xvfb xauth libgl1-mesa-dri libegl1 libgl1 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 \
+  libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libdbus-1-3 \
+  libfontconfig1 fonts-dejavu-core chromium
 
 # make run knobs (papermill parameters of nbs/experiments/train_eval.ipynb)
 MODEL ?= unet
@@ -23,7 +29,7 @@ BUDGET ?= 210
 
 all: test
 
-setup: $(READY)
+setup: $(READY) $(SYSDEPS)
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -32,6 +38,20 @@ $(TORCH_STAMP): | $(PY)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
 	touch $@
+
+# system packages: installed once (stamp), skipped with the apt line printed when not root or apt-get is missing
+$(SYSDEPS): | $(PY)
+	@if dpkg-query -W -f='$${Status}\n' $(APT_PKGS) 2>/dev/null | grep -c '^install ok installed' | grep -qx "$(words $(APT_PKGS))"; then \
+	  echo "system packages: all present"; touch $@; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "system packages: apt-get install -y --no-install-recommends $(APT_PKGS)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  if apt-get update -q && apt-get install -y -q --no-install-recommends $(APT_PKGS); then touch $@; \
+	  else echo "WARNING: apt-get failed: napari viewer / docs browser tests will be skipped"; fi; \
+	else \
+	  echo "WARNING: not root (or no apt-get): the napari viewer and docs browser tests need, as root:"; \
+	  echo "  apt-get install -y --no-install-recommends $(APT_PKGS)"; \
+	fi
 
 $(READY): $(TORCH_STAMP) setup.py settings.ini
 	$(PIP) install -e ".[dev]"
@@ -64,8 +84,8 @@ check-export: $(READY)
 nbtest: $(READY)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing --skip_folder_re '^([_.]|experiments$$)'
 
-pytest: $(READY)
-	$(BIN)/pytest tests -q -p no:cacheprovider
+pytest: $(READY) $(SYSDEPS)
+	$(BIN)/pytest tests -q -p no:cacheprovider -p no:napari
 
 ## export: notebooks -> medseg_lab/ (then clean the notebooks' metadata)
 export: $(READY)
@@ -77,15 +97,19 @@ readme: $(READY)
 	$(BIN)/jupyter nbconvert --to markdown --no-input nbs/index.ipynb --output-dir . --output README
 	@echo "README.md regenerated from nbs/index.ipynb"
 
-## docs: the notebooks rendered to a static HTML site in _docs/ (Quarto cannot be installed offline)
-docs: $(READY) readme
-	mkdir -p _docs
-	$(BIN)/jupyter nbconvert --to html --output-dir _docs nbs/*.ipynb nbs/*/*.ipynb
+## docs: the executed notebooks rendered to a static HTML site in _docs/ (Quarto cannot be installed offline);
+## NB=... builds a subset, e.g. make docs NB="nbs/index.ipynb nbs/10_unet.ipynb"; DOCS_WORKERS=2 runs two at a time
+NB ?=
+DOCS_WORKERS ?= 1
+docs: $(READY) $(SYSDEPS) readme
+	$(PY) scripts/build_docs.py --out _docs --workers $(DOCS_WORKERS) $(NB)
 	@echo "Docs written to _docs/ (open _docs/index.html)"
 
-## lab: JupyterLab on the notebooks with the project kernel
-lab: $(READY)
-	$(BIN)/jupyter lab --notebook-dir=nbs
+## lab: JupyterLab on the notebooks with the project kernel (LAB_ARGS="--ip=0.0.0.0 --no-browser" etc. pass through)
+LAB_ARGS ?=
+lab: $(READY) $(SYSDEPS)
+	$(BIN)/jupyter lab --ServerApp.root_dir=nbs --MappingKernelManager.default_kernel_name=$(KERNEL) \
+	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf _docs _proc

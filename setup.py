@@ -1,6 +1,6 @@
 """Packaging for medseg_lab: every field comes from settings.ini (nbdev 2.4 convention)."""
 from configparser import ConfigParser
-import setuptools, shlex
+import setuptools, shlex, re
 
 config = ConfigParser(delimiters=['='])
 config.read('settings.ini', encoding='utf-8')
@@ -20,6 +20,11 @@ min_python = cfg['min_python']
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 cuda_requirements = shlex.split(cfg.get('cuda_requirements', ''))
+# `pip install medseg_lab[gui]`: the napari viewer of medseg_lab.viz (also part of dev, so `make test` exercises it).
+# Read from settings.ini's gui_requirements when present, else taken from dev_requirements by name.
+_gui_names = ('napari', 'pyside6-essentials', 'kaleido')
+gui_requirements = shlex.split(cfg.get('gui_requirements', '')) or [
+    r for r in dev_requirements if re.split(r'[<>=!~;\[ ]', r, maxsplit=1)[0].lower() in _gui_names]
 entry_points = {'nbdev': [f'{cfg["lib_path"]}={cfg["lib_path"]}._modidx:d']}
 
 setuptools.setup(
@@ -34,7 +39,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'cuda': cuda_requirements},
+    extras_require={'dev': dev_requirements, 'cuda': cuda_requirements, 'gui': gui_requirements},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read() if __import__('os').path.exists('README.md') else cfg['description'],
     long_description_content_type='text/markdown',
