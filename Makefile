@@ -24,8 +24,9 @@ MODEL ?= unet
 PRESET ?= small
 DATA ?= mni152_tissue
 BUDGET ?= 210
+ZOO_BUDGET ?= 420
 
-.PHONY: all setup run test lab export docs readme check-export nbtest pytest clean
+.PHONY: all setup run train-eval zoo test lab export docs readme check-export nbtest pytest clean
 
 all: test
 
@@ -58,8 +59,11 @@ $(READY): $(TORCH_STAMP) setup.py settings.ini
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name $(KERNEL)
 	touch $@
 
-## run: train and evaluate the UNet baseline on the bundled real MRI sample; results land in runs/
-run: $(READY)
+## run: train_eval (the UNet baseline on the bundled real MRI sample), then the model zoo (every model in MODELS,
+## 2D, one equal budget on mni152_lesions); results land in runs/, the zoo table also in README's results section
+run: train-eval zoo
+
+train-eval: $(READY)
 	mkdir -p runs
 	ts=$$(date -u +%Y%m%dT%H%M%SZ); \
 	$(BIN)/papermill nbs/experiments/train_eval.ipynb runs/train_eval-$(MODEL)-$$ts.ipynb \
@@ -67,6 +71,19 @@ run: $(READY)
 	  -p model $(MODEL) -p preset $(PRESET) -p data $(DATA) -p time_budget_s $(BUDGET) \
 	  -p out_dir $(CURDIR)/runs ; \
 	echo "Executed notebook: runs/train_eval-$(MODEL)-$$ts.ipynb"
+
+## zoo: nbs/experiments/model_zoo.ipynb; ZOO_BUDGET seconds of training in all, split equally between the models
+zoo: $(READY)
+	mkdir -p runs
+	ts=$$(date -u +%Y%m%dT%H%M%SZ); \
+	$(BIN)/papermill nbs/experiments/model_zoo.ipynb runs/model_zoo-$$ts.ipynb \
+	  -k $(KERNEL) --cwd nbs/experiments --log-output --no-progress-bar \
+	  -p spatial_dims 2 -p total_budget_s $(ZOO_BUDGET) -p num_threads 2 -p out_dir $(CURDIR)/runs ; \
+	zoo=$$(ls -td runs/model_zoo-*/ | head -1); cat "$$zoo"zoo_results.md; \
+	$(PY) -c "import sys; from medseg_lab.sweep import write_between_markers as w; w('nbs/index.ipynb', open(sys.argv[1]).read(), 'results')" "$$zoo"zoo_results.md; \
+	$(BIN)/nbdev_clean --fname nbs/index.ipynb; \
+	echo "Executed notebook: runs/model_zoo-$$ts.ipynb; table: $${zoo}zoo_results.md (also in README.md)"
+	$(MAKE) readme
 
 ## test: exported package == notebooks, every notebook runs (nbdev_test), then pytest
 test: check-export nbtest pytest
