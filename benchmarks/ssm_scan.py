@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""Benchmark medseg_lab.ssm.selective_scan(backend="torch") against the sequential oracle selective_scan_reference,
-both measured in the same run (issue 3). Prints forward and forward+backward times, their ratios, and the peak
+"""Benchmark medseg_lab.ssm.selective_scan(backend="torch") and the compiled forward kernel (backend="cpu") against the
+sequential oracle selective_scan_reference, all measured in the same run (issue 3). Prints forward and forward+backward times, their ratios, and the peak
 memory of the fast scan against the full (B, D, N, L) float32 tensor.
 
     .venv/bin/python benchmarks/ssm_scan.py                       # the issue's three shapes
     .venv/bin/python benchmarks/ssm_scan.py --shapes 1,192,16,4096 --out bench.json
     git show HEAD:medseg_lab/ssm.py > /tmp/ssm_before.py       # before/after a change, in the same run:
     .venv/bin/python benchmarks/ssm_scan.py --baseline-module /tmp/ssm_before.py
+    .venv/bin/python benchmarks/ssm_scan.py --fwd-only           # forward only (torch, cpu kernel, reference)
 
 Inputs are Mamba-like: A = -(1..N) per channel (S4D-real init), Δ = softplus(delta + bias) with Δ in [1e-3, 0.1],
 B and C shared over channels (B, N, L), D = 1, no gate. The reference is timed once per shape (it is slow); the
@@ -18,11 +19,13 @@ MALLOC_MMAP_THRESHOLD_=131072 so that freed large blocks leave the RSS at once i
 (without it, RSS grows with the number of blocks although live tensor memory does not). The reference's
 forward+backward (autograd through L Python steps) takes minutes at L = 32768, so above --ref-backward-max-len it is
 timed on the first that-many steps and scaled linearly in L (its cost per step is constant); such rows are marked
-"extrapolated". Ratios, never timed asserts.
+"extrapolated". The compiled kernel (forward only, inference) is loaded -- compiled on first use -- before timing; the
+load time is reported separately (`cpu_kernel_load_s`); it is skipped, with the reason, where it cannot be built.
+Ratios, never timed asserts.
 """
 import argparse, importlib.util, json, math, os, platform, subprocess, sys, time
 import torch
-from medseg_lab.ssm import selective_scan, selective_scan_reference
+from medseg_lab.ssm import selective_scan, selective_scan_reference, cpu_kernel, cpu_kernel_status
 
 def _rss_peak_reset():
     try:
@@ -92,6 +95,7 @@ def main():
     p.add_argument('--memory-child', nargs=2, default=None, help=argparse.SUPPRESS)
     p.add_argument('--baseline-module', default=None,
                    help='another ssm.py (e.g. `git show HEAD:medseg_lab/ssm.py`) whose fast forward is timed in the same run')
+    p.add_argument('--fwd-only', action='store_true', help='skip forward+backward and peak-memory measurements')
     p.add_argument('--out', default=None, help='write the results as JSON here')
     a = p.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
@@ -103,6 +107,11 @@ def main():
         mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
         base = lambda **kw: mod.selective_scan(**kw, backend='torch')
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+    try: print(f"load average before: {os.getloadavg()}")
+    except OSError: pass
+    t = time.perf_counter(); kmod = cpu_kernel(); kload = time.perf_counter() - t
+    print(f"compiled CPU kernel: {cpu_kernel_status()} ({kload:.1f} s)")
+    ck = (lambda **kw: selective_scan(**kw, backend='cpu')) if kmod is not None else None
     rows = []
     for spec in a.shapes:
         b, d, n, l = map(int, spec.split(','))
@@ -114,16 +123,27 @@ def main():
         for _ in range(a.reps):
             t = time.perf_counter(); y_fast = fwd(fast, kw); t_fast.append(time.perf_counter() - t)
         r['fast_fwd_s'] = min(t_fast)
+        if ck is not None:
+            fwd(ck, make_inputs(b, d, n, 64)); t_ck = []
+            for _ in range(a.reps):
+                t = time.perf_counter(); y_ck = fwd(ck, kw); t_ck.append(time.perf_counter() - t)
+            r['cpu_kernel_fwd_s'], r['cpu_kernel_load_s'] = min(t_ck), kload
         if base is not None:
             fwd(base, kw); t_base = []
             for _ in range(a.reps):
                 t = time.perf_counter(); fwd(base, kw); t_base.append(time.perf_counter() - t)
             r['baseline_fwd_s'] = min(t_base)
-        t = time.perf_counter(); yb, gb = fwd_bwd(fast, kw); r['fast_fwd_bwd_s'] = time.perf_counter() - t
         t = time.perf_counter(); y_ref = fwd(selective_scan_reference, kw); r['ref_fwd_s'] = time.perf_counter() - t
         r['fwd_speedup'] = r['ref_fwd_s'] / r['fast_fwd_s']
+        if ck is not None:
+            r['cpu_kernel_fwd_speedup'] = r['ref_fwd_s'] / r['cpu_kernel_fwd_s']
+            r['cpu_kernel_fwd_max_rel_err'] = ((y_ck - y_ref).abs().max() / y_ref.abs().max()).item()
         if base is not None: r['baseline_fwd_speedup'] = r['ref_fwd_s'] / r['baseline_fwd_s']
         r['fwd_max_rel_err'] = ((y_fast - y_ref).abs().max() / y_ref.abs().max()).item()
+        if a.fwd_only:
+            rows.append(r); print(json.dumps({k: (float(f'{v:.4g}') if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
+            continue
+        t = time.perf_counter(); yb, gb = fwd_bwd(fast, kw); r['fast_fwd_bwd_s'] = time.perf_counter() - t
         lr = min(l, a.ref_backward_max_len)
         kr = {k: (v[..., :lr] if isinstance(v, torch.Tensor) and v.shape[-1] == l else v) for k, v in kw.items()}
         t = time.perf_counter(); yr, gr = fwd_bwd(selective_scan_reference, kr); r['ref_fwd_bwd_s'] = (time.perf_counter() - t) * l / lr
@@ -137,8 +157,14 @@ def main():
             r[f'{mode}_peak_over_full'] = None if m is None else m / full
         rows.append(r)
         print(json.dumps({k: (float(f'{v:.4g}') if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
-    print('\n   B    D   N      L | fwd: fast s  ref s  ratio | fwd+bwd: fast s  ref s  ratio | peak/full fwd fwd+bwd')
+    print('\n   B    D   N      L | fwd: torch s  cpu-kernel s   ref s | ratio torch  ratio cpu-kernel')
     for r in rows:
+        print(f"{r['B']:4d} {r['D']:4d} {r['N']:3d} {r['L']:6d} | {r['fast_fwd_s']:12.3f} {r.get('cpu_kernel_fwd_s', float('nan')):13.3f}"
+              f" {r['ref_fwd_s']:7.2f} | {r['fwd_speedup']:10.1f}x {r.get('cpu_kernel_fwd_speedup', float('nan')):16.1f}x")
+    if a.fwd_only: rows_bwd = []
+    else: rows_bwd = rows
+    if rows_bwd: print('\n   B    D   N      L | fwd: fast s  ref s  ratio | fwd+bwd: fast s  ref s  ratio | peak/full fwd fwd+bwd')
+    for r in rows_bwd:
         print(f"{r['B']:4d} {r['D']:4d} {r['N']:3d} {r['L']:6d} | {r['fast_fwd_s']:9.3f} {r['ref_fwd_s']:7.2f} {r['fwd_speedup']:6.1f}x |"
               f" {r['fast_fwd_bwd_s']:13.3f} {r.get('ref_fwd_bwd_s', float('nan')):7.2f} {r.get('fwd_bwd_speedup', float('nan')):6.1f}x |"
               f" {r.get('fwd_peak_over_full') or float('nan'):9.3f} {r.get('fwd_bwd_peak_over_full') or float('nan'):7.3f}"
@@ -146,8 +172,11 @@ def main():
     if base is not None:
         for r in rows: print(f"L={r['L']}: forward ratio vs reference {r['baseline_fwd_speedup']:.1f}x with {a.baseline_module} -> "
                              f"{r['fwd_speedup']:.1f}x now ({r['baseline_fwd_s']:.3f} s -> {r['fast_fwd_s']:.3f} s)")
+    try: print(f"load average after: {os.getloadavg()}")
+    except OSError: pass
     print('targets at L=32768: fwd >= 10x, fwd+bwd >= 5x, peak <= 0.25 of the full (B, D, N, L) float32 tensor')
     if a.out:
-        with open(a.out, 'w') as f: json.dump(dict(torch=torch.__version__, threads=torch.get_num_threads(), rows=rows), f, indent=1)
+        with open(a.out, 'w') as f: json.dump(dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu_kernel=cpu_kernel_status(),
+                                        rows=rows), f, indent=1)
 
 if __name__ == '__main__': main()

@@ -11,8 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['MAX_CHUNK_DECAY', 'SCAN_BACKENDS', 'SCAN_KINDS', 'selective_scan_reference', 'mamba_selective_scan_fn',
-           'selective_scan', 'scan_order', 'cross_scan_2d', 'cross_merge_2d', 'MambaMixer', 'hidden_attention']
+__all__ = ['MAX_CHUNK_DECAY', 'CPU_KERNEL_MIN_SIZE', 'SCAN_BACKENDS', 'SCAN_KINDS', 'selective_scan_reference', 'cpu_kernel',
+           'cpu_kernel_status', 'mamba_selective_scan_fn', 'selective_scan', 'scan_order', 'cross_scan_2d',
+           'cross_merge_2d', 'MambaMixer', 'hidden_attention']
 
 # %% ../nbs/05_ssm.ipynb #9adb9a77
 _SCAN_ARGS = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
@@ -229,7 +230,168 @@ def _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, r
     y = _finish(y[..., :l].reshape(b, d, l), u, D, z, dtype, inplace=not grad)
     return (y, h.reshape(b, d, n)) if return_last_state else y
 
-# %% ../nbs/05_ssm.ipynb #b6082274
+# %% ../nbs/05_ssm.ipynb #c4a37d85
+import os, time, hashlib
+
+_CPU_KERNEL_SRC = r"""
+#include <cmath>
+#include <cstring>
+#include <cstdint>
+#include <vector>
+#include <ATen/Parallel.h>
+
+static inline float _exp(float x) {  // Cephes expf, branch-free so the state loop vectorises; ~1 ulp
+  x = x < -87.33654f ? -87.33654f : x;
+  x = x > 88.72283f ? 88.72283f : x;
+  float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  float r = x - n * 0.693359375f;
+  r = r - n * (-2.12194440e-4f);
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f; p = p * r + 8.3334519073e-3f; p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f; p = p * r + 5.0000001201e-1f;
+  float e = p * r * r + r + 1.0f;
+  return e * __builtin_bit_cast(float, ((int32_t)n + 127) << 23);
+}
+static inline double _exp(double x) { return std::exp(x); }
+
+template <typename T, int NS>
+static inline T step(T* __restrict hp, const T* __restrict Ar, const T* __restrict Bt, const T* __restrict Ct,
+                     T dt, T du, int64_t n_) {  // one time step over the states: h = exp(dt A) h + dt u B; return C.h
+  const int64_t n = NS > 0 ? NS : n_;
+  T acc = 0;
+#pragma omp simd reduction(+:acc)
+  for (int64_t k = 0; k < n; ++k) {
+    const T hk = _exp(dt * Ar[k]) * hp[k] + du * Bt[k];
+    hp[k] = hk;
+    acc += hk * Ct[k];
+  }
+  return acc;
+}
+
+template <typename T, int NS>
+static void scan_rows(int64_t r0, int64_t r1, int64_t d, int64_t L, int64_t n_,
+    const T* u, const T* dl, const T* A, const T* B, const int64_t* bs, const T* C, const int64_t* cs,
+    const T* D, const T* z, const T* bias, bool softplus, T* y, T* hl) {
+  const int64_t n = NS > 0 ? NS : n_;
+  std::vector<T> h(n);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t bi = r / d, di = r % d;
+    const T* ur = u + r * L; const T* dr = dl + r * L; T* yr = y + r * L;
+    const T* zr = z ? z + r * L : nullptr;
+    const T* Ar = A + di * n;
+    const T* Bp = B + bi * bs[1] + (di / bs[0]) * bs[2]; const int64_t bst = bs[3];
+    const T* Cp = C + bi * cs[1] + (di / cs[0]) * cs[2]; const int64_t cst = cs[3];
+    const T db = bias ? bias[di] : T(0), Dd = D ? D[di] : T(0);
+    for (int64_t k = 0; k < n; ++k) h[k] = 0;
+    T* hp = h.data();
+    for (int64_t t = 0; t < L; ++t) {
+      T dt = dr[t] + db;
+      if (softplus) dt = dt > T(20) ? dt : std::log1p(std::exp(dt));
+      const T du = dt * ur[t];
+      const T* Bt = Bp + t * bst; const T* Ct = Cp + t * cst;
+      T acc = step<T, NS>(hp, Ar, Bt, Ct, dt, du, n);
+      if (D) acc += Dd * ur[t];
+      if (zr) { const T zz = zr[t]; acc *= zz / (T(1) + std::exp(-zz)); }
+      yr[t] = acc;
+    }
+    for (int64_t k = 0; k < n; ++k) hl[r * n + k] = hp[k];
+  }
+}
+
+template <typename T>
+static void run(int64_t b, int64_t d, int64_t L, int64_t n, const T* u, const T* dl, const T* A, const T* B,
+    const int64_t* bs, const T* C, const int64_t* cs, const T* D, const T* z, const T* bias, bool sp, T* y, T* hl) {
+  at::parallel_for(0, b * d, 1, [&](int64_t r0, int64_t r1) {
+    if (n == 16) scan_rows<T, 16>(r0, r1, d, L, n, u, dl, A, B, bs, C, cs, D, z, bias, sp, y, hl);
+    else if (n == 8) scan_rows<T, 8>(r0, r1, d, L, n, u, dl, A, B, bs, C, cs, D, z, bias, sp, y, hl);
+    else scan_rows<T, 0>(r0, r1, d, L, n, u, dl, A, B, bs, C, cs, D, z, bias, sp, y, hl);
+  });
+}
+
+// u, delta, z: (b, d, L); A: (d, n); B, C: flat, element (batch bi, channel di, time t, state k) at
+// bi*s[1] + (di / s[0])*s[2] + t*s[3] + k; D, delta_bias: (d,) or empty. All contiguous, one dtype.
+std::vector<at::Tensor> selective_scan_fwd(at::Tensor u, at::Tensor delta, at::Tensor A, at::Tensor B,
+    std::vector<int64_t> bs, at::Tensor C, std::vector<int64_t> cs, at::Tensor D, at::Tensor z,
+    at::Tensor bias, bool softplus) {
+  const int64_t b = u.size(0), d = u.size(1), L = u.size(2), n = A.size(1);
+  auto y = at::empty_like(u);
+  auto hl = at::empty({b, d, n}, u.options());
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_fwd", [&] {
+    run<scalar_t>(b, d, L, n, u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
+        B.data_ptr<scalar_t>(), bs.data(), C.data_ptr<scalar_t>(), cs.data(),
+        D.numel() ? D.data_ptr<scalar_t>() : nullptr, z.numel() ? z.data_ptr<scalar_t>() : nullptr,
+        bias.numel() ? bias.data_ptr<scalar_t>() : nullptr, softplus, y.data_ptr<scalar_t>(), hl.data_ptr<scalar_t>());
+  });
+  return {y, hl};
+}
+"""
+
+CPU_KERNEL_MIN_SIZE = 2**22  # batch*dim*length*n_state above which backend='auto' compiles the kernel on first use
+_CPU_KERNEL = {}             # 'module' (None after a failure) and 'status', filled on first use
+
+def _cpu_kernel_flags():
+    "Compiler flags: -O3, OpenMP, no FP traps (lets GCC if-convert and vectorise), AVX2/FMA where the CPU has them."
+    flags = ['-O3', '-fopenmp', '-fno-trapping-math']
+    try:
+        with open('/proc/cpuinfo') as f: cpu = f.read()
+        if ' avx2' in cpu and ' fma' in cpu: flags += ['-mavx2', '-mfma']
+    except OSError: pass
+    return flags
+
+def _load_cpu_kernel():
+    "Compile (or load torch's cached build of) the selective-scan forward kernel; raises on any failure."
+    from torch.utils.cpp_extension import load_inline
+    import shutil, sys
+    venv_bin = os.path.dirname(sys.executable)   # pip's `ninja` (a dev requirement) lives beside the interpreter,
+    if shutil.which('ninja') is None and os.path.exists(os.path.join(venv_bin, 'ninja')):   # not always on PATH in a kernel
+        os.environ['PATH'] = venv_bin + os.pathsep + os.environ.get('PATH', '')
+    flags = _cpu_kernel_flags()
+    key = hashlib.sha1('\n'.join([_CPU_KERNEL_SRC, *flags, torch.__version__]).encode()).hexdigest()[:12]
+    return load_inline(f'medseg_lab_scan_{key}', [_CPU_KERNEL_SRC], functions=['selective_scan_fwd'],
+                       extra_cflags=flags, extra_ldflags=['-fopenmp'], verbose=False)
+
+def cpu_kernel(build:bool=True, # compile (or load from torch's cache) if not loaded yet
+              ):
+    "The compiled CPU forward kernel module, or None (why: `cpu_kernel_status()`); a failure is cached, not retried."
+    if os.environ.get('MEDSEG_LAB_NO_CPU_KERNEL', '') not in ('', '0'):
+        _CPU_KERNEL['status'] = 'disabled by MEDSEG_LAB_NO_CPU_KERNEL'
+        return None
+    if 'module' in _CPU_KERNEL or not build: return _CPU_KERNEL.get('module')
+    t = time.perf_counter()
+    try:
+        mod, status = _load_cpu_kernel(), 'loaded in {:.1f} s'
+    except Exception as e:  # no compiler/ninja, build error, ...: the torch path stays in charge
+        mod, status = None, f'unavailable ({type(e).__name__}: {str(e).strip()[-400:]}); after {{:.1f}} s'
+    _CPU_KERNEL.update(module=mod, status=status.format(time.perf_counter() - t))
+    return mod
+
+def cpu_kernel_status():
+    "Why the compiled CPU kernel is or is not in use: 'not loaded', 'loaded in … s', 'unavailable (…)' or 'disabled …'."
+    if os.environ.get('MEDSEG_LAB_NO_CPU_KERNEL', '') not in ('', '0'): return 'disabled by MEDSEG_LAB_NO_CPU_KERNEL'
+    return _CPU_KERNEL.get('status', 'not loaded')
+
+def _bc_kernel_layout(t, d, l, n, dtype):
+    "B or C for the kernel: time-major and contiguous, with strides (channels per group, batch, group, time)."
+    t = t.to(dtype)
+    if t.ndim == 2: return t.contiguous(), [1, 0, n, 0]                       # (dim, n): per channel, constant in time
+    if t.ndim == 3: return t.transpose(1, 2).contiguous(), [d, l * n, 0, n]   # (b, n, l): one group
+    g = t.shape[1]
+    return t.transpose(2, 3).contiguous(), [d // g, g * l * n, l * n, n]      # (b, g, n, l)
+
+def _selective_scan_cpu(mod, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    "Forward of the selective scan with the compiled kernel (same checks, dtypes and outputs as the torch path)."
+    b, d, l, n, groups = _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    # Δ is prepared by torch (bias + softplus, vectorised: a scalar softplus per step would double the kernel's time)
+    dt = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
+    _check_stable(A, dt)
+    c = lambda t: u.new_empty(0, dtype=dtype) if t is None else t.to(dtype).contiguous()
+    (Bk, bs), (Ck, cs) = _bc_kernel_layout(B, d, l, n, dtype), _bc_kernel_layout(C, d, l, n, dtype)
+    y, h = mod.selective_scan_fwd(c(u), c(dt), c(A), Bk, bs, Ck, cs, c(D), c(z), c(None), False)
+    y = y.to(u.dtype)
+    return (y, h) if return_last_state else y
+
+# %% ../nbs/05_ssm.ipynb #6fba0b68
 _MAMBA_FN = []
 def mamba_selective_scan_fn():
     "mamba-ssm's `selective_scan_fn` if it imports on this machine, else None (cached)."
@@ -239,7 +401,7 @@ def mamba_selective_scan_fn():
         _MAMBA_FN.append(selective_scan_fn)
     return _MAMBA_FN[0]
 
-SCAN_BACKENDS = ('auto', 'torch', 'cuda')
+SCAN_BACKENDS = ('auto', 'torch', 'cuda', 'cpu')
 
 def selective_scan(u:torch.Tensor, # input (batch, dim, length)
                    delta:torch.Tensor, # step sizes Δ before bias/softplus, (batch, dim, length)
@@ -251,13 +413,26 @@ def selective_scan(u:torch.Tensor, # input (batch, dim, length)
                    delta_bias:torch.Tensor|None=None, # (dim,) added to delta
                    delta_softplus:bool=False, # Δ = softplus(delta + delta_bias)
                    return_last_state:bool=False, # also return h_L (batch, dim, n_state)
-                   backend:str="auto", # 'auto' (CUDA kernel for CUDA tensors when mamba-ssm imports), 'torch', 'cuda'
+                   backend:str="auto", # 'auto', 'torch' (chunked PyTorch), 'cuda' (mamba-ssm), 'cpu' (compiled, forward only)
                    chunk_size:int=32, # torch backend: steps per log-space chunk
                    block_elements:int=2**18, # torch backend: values of (batch, dim, chunk, n_state) per block (memory bound)
                   ):
-    "Selective scan with mamba-ssm's conventions: chunked PyTorch on CPU, mamba-ssm's kernel on CUDA when present."
+    "Selective scan with mamba-ssm's conventions: chunked PyTorch or a compiled kernel on CPU, mamba-ssm's on CUDA."
     if backend not in SCAN_BACKENDS: raise ValueError(f"Unknown backend {backend!r}; valid: {SCAN_BACKENDS}")
-    fn = mamba_selective_scan_fn() if backend != 'torch' else None
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    needs_grad = torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args[:8])
+    if backend == 'cpu':
+        if isinstance(u, torch.Tensor) and u.device.type != 'cpu': raise ValueError(f"backend='cpu' needs CPU tensors, got device {u.device}")
+        if needs_grad: raise ValueError("backend='cpu' is forward-only (no gradient); use backend='torch' or 'auto' "
+                                        "for training, or run under torch.no_grad()")
+        if (mod := cpu_kernel()) is None:
+            raise RuntimeError(f"backend='cpu': the compiled kernel is {cpu_kernel_status()}; use backend='torch'")
+        return _selective_scan_cpu(mod, *args)
+    on_cpu = all(isinstance(t, torch.Tensor) and t.device.type == 'cpu' for t in (u, A))
+    if backend == 'auto' and on_cpu and not needs_grad and A.ndim == 2:
+        if (mod := cpu_kernel(build=u.numel() * A.shape[1] >= CPU_KERNEL_MIN_SIZE)) is not None:
+            return _selective_scan_cpu(mod, *args)
+    fn = mamba_selective_scan_fn() if backend in ('auto', 'cuda') else None
     if backend == 'cuda':
         if fn is None: raise ImportError("backend='cuda' needs mamba-ssm's CUDA kernel, which does not import here "
                                          "(pip install 'medseg_lab[cuda]' on a CUDA machine), or use backend='torch'")
@@ -269,7 +444,7 @@ def selective_scan(u:torch.Tensor, # input (batch, dim, length)
     return _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
                                  chunk_size, block_elements)
 
-# %% ../nbs/05_ssm.ipynb #e3f424e3
+# %% ../nbs/05_ssm.ipynb #2453ab3e
 SCAN_KINDS = ('DHW', 'DWH', 'HDW', 'HWD', 'WDH', 'WHD', 'HW', 'WH', '2d', 'window', 'zigzag', 'inclined')
 
 def _order_keys(shape, kind, window):
@@ -312,7 +487,7 @@ def scan_order(spatial_shape:tuple, # (H, W) or (D, H, W)
     inverse[perm] = torch.arange(perm.numel())
     return perm, inverse
 
-# %% ../nbs/05_ssm.ipynb #aa04c724
+# %% ../nbs/05_ssm.ipynb #ecb430ce
 def cross_scan_2d(x:torch.Tensor, # feature map (B, C, H, W)
                  ) -> torch.Tensor:
     "Four scan directions of SS2D: (B, C, H, W) -> (B, 4, C, H*W) as row-major, column-major, both reversed."
@@ -332,7 +507,7 @@ def cross_merge_2d(y:torch.Tensor, # scanned sequences (B, 4, C, H*W) in cross_s
     cols = y[:, 1] + y[:, 3].flip(-1)
     return rows.reshape(b, c, h, w) + cols.reshape(b, c, w, h).transpose(2, 3)
 
-# %% ../nbs/05_ssm.ipynb #8bcbcbd0
+# %% ../nbs/05_ssm.ipynb #2a7ac044
 class MambaMixer(nn.Module):
     """Mamba-1 mixer block in pure PyTorch, `(batch, length, d_model) -> (batch, length, d_model)`.
 
@@ -405,7 +580,7 @@ class MambaMixer(nn.Module):
         if self.bidirectional: y = y + self._ssm(x.flip(-1), z.flip(-1), '_b').flip(-1)
         return self.out_proj(y.transpose(1, 2))
 
-# %% ../nbs/05_ssm.ipynb #b9ba0de8
+# %% ../nbs/05_ssm.ipynb #02150d18
 def hidden_attention(u:torch.Tensor, # input (batch, dim, length); only its shape and dtype are used
                      delta:torch.Tensor, # step sizes before bias/softplus, (batch, dim, length)
                      A:torch.Tensor, # (dim, n_state), <= 0
