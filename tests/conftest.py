@@ -16,3 +16,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     "Keep the data cache of the tests apart from the user's, but shared across tests of one session."
     cache = tmp_path_factory.getbasetemp() / "medseg_cache"
     monkeypatch.setenv("MEDSEG_LAB_CACHE", os.environ.get("MEDSEG_LAB_TEST_CACHE", str(cache)))
+
+@pytest.fixture
+def run_experiment(repo, tmp_path):
+    """Run `nbs/experiments/<name>.ipynb` through papermill with `out_dir=tmp_path/runs` and the given parameters;
+    returns (executed notebook path, sorted run folders it created)."""
+    papermill = pytest.importorskip("papermill")
+    def run(name: str, **params):
+        out_nb = tmp_path / f"{name}.executed.ipynb"
+        papermill.execute_notebook(str(repo / f"nbs/experiments/{name}.ipynb"), str(out_nb),
+                                   parameters=dict(out_dir=str(tmp_path / "runs"), **params),
+                                   kernel_name="medseg_lab", cwd=str(repo / "nbs/experiments"), progress_bar=False)
+        return out_nb, sorted(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    return run

@@ -1,21 +1,12 @@
 """The papermill experiments run end to end with a tiny budget and leave their outputs in a run folder."""
 import json, sys
-from pathlib import Path
 import pytest
 
 papermill = pytest.importorskip("papermill")
 
-def _run(repo: Path, tmp_path: Path, **params):
-    out_nb = tmp_path / "executed.ipynb"
-    papermill.execute_notebook(str(repo / "nbs/experiments/train_eval.ipynb"), str(out_nb),
-                               parameters=dict(out_dir=str(tmp_path / "runs"), **params),
-                               kernel_name="medseg_lab", cwd=str(repo / "nbs/experiments"), progress_bar=False)
-    runs = sorted(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
-    return out_nb, runs
-
-def test_train_eval_tiny_budget(repo, tmp_path):
-    out_nb, runs = _run(repo, tmp_path, model="unet", preset="tiny", data="phantom", epochs=2,
-                        time_budget_s=30, batch_size=4, data_kwargs={"size": 32})
+def test_train_eval_tiny_budget(repo, tmp_path, run_experiment):
+    out_nb, runs = run_experiment("train_eval", model="unet", preset="tiny", data="phantom", epochs=2,
+                                  time_budget_s=30, batch_size=4, data_kwargs={"size": 32})
     assert out_nb.exists() and len(runs) == 1
     run = runs[0]
     for f in ["config.json", "metrics.json", "history.csv", "checkpoint.pt", "best.pt", "results.md",
@@ -31,29 +22,25 @@ def test_train_eval_tiny_budget(repo, tmp_path):
     assert "params (M)" in text and "train time (s)" in text
 
 @pytest.mark.parametrize("model_name", __import__("medseg_lab.models", fromlist=["MODELS"]).MODELS)
-def test_every_registered_model_runs_the_experiment(repo, tmp_path, model_name):
+def test_every_registered_model_runs_the_experiment(repo, tmp_path, model_name, run_experiment):
     "Every model in the registry trains and evaluates through the papermill experiment (tiny preset, phantom)."
-    _, runs = _run(repo, tmp_path, model=model_name, preset="tiny", data="phantom", epochs=1,
-                   time_budget_s=20, batch_size=4, data_kwargs={"size": 32})
+    _, runs = run_experiment("train_eval", model=model_name, preset="tiny", data="phantom", epochs=1,
+                             time_budget_s=20, batch_size=4, data_kwargs={"size": 32})
     m = json.loads((runs[0] / "metrics.json").read_text())
     assert m["config"]["model"] == model_name and m["epochs_completed"] == 1
 
-def test_train_eval_unknown_model_fails_clearly(repo, tmp_path):
+def test_train_eval_unknown_model_fails_clearly(repo, tmp_path, run_experiment):
     with pytest.raises(papermill.PapermillExecutionError) as e:
-        _run(repo, tmp_path, model="no-such-net", preset="tiny", data="phantom", epochs=1, time_budget_s=5)
+        run_experiment("train_eval", model="no-such-net", preset="tiny", data="phantom", epochs=1, time_budget_s=5)
     assert "unet" in str(e.value)   # the error lists the valid model names
 
 
-def test_model_zoo_tiny_budget_on_two_models(repo, tmp_path):
+def test_model_zoo_tiny_budget_on_two_models(repo, tmp_path, run_experiment):
     "The zoo trains and evaluates two tiny models under an equal 2-step budget and writes the paper-style table."
     import pandas as pd
-    out_nb = tmp_path / "zoo.ipynb"
-    papermill.execute_notebook(str(repo / "nbs/experiments/model_zoo.ipynb"), str(out_nb),
-                               parameters=dict(models=["unet", "lgmsnet"], preset="tiny", budget_steps=2, batch_size=4,
-                                               data_kwargs={"size": [64, 64]}, paper_presets=False, timing_steps=1,
-                                               num_threads=1, out_dir=str(tmp_path / "runs")),
-                               kernel_name="medseg_lab", cwd=str(repo / "nbs/experiments"), progress_bar=False)
-    (zoo,) = (tmp_path / "runs").iterdir()
+    _, (zoo,) = run_experiment("model_zoo", models=["unet", "lgmsnet"], preset="tiny", budget_steps=2, batch_size=4,
+                                data_kwargs={"size": [64, 64]}, paper_presets=False, timing_steps=1, num_threads=1)
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [zoo.name]   # the zoo's folder and nothing else
     assert zoo.name.startswith("model_zoo-")
     for f in ["zoo_results.csv", "zoo_results.md", "overlays.png", "overlay-unet.png", "overlay-lgmsnet.png"]:
         assert (zoo / f).exists(), f"missing {f}"
@@ -77,10 +64,10 @@ def test_model_zoo_picks_every_registered_model_by_default(repo, tmp_path):
     assert not any(f'"{m}"' in src for m in __import__("medseg_lab.models", fromlist=["MODELS"]).MODELS if m != "unet")
 
 
-def test_train_eval_with_a_paper_recipe(repo, tmp_path):
+def test_train_eval_with_a_paper_recipe(repo, tmp_path, run_experiment):
     "recipe='mmunet-paper' swaps in MM-UNet's nnU-Net recipe (SGD 0.99 Nesterov, poly, CE+Dice, deep supervision)."
-    _, runs = _run(repo, tmp_path, model="unet", preset="tiny", data="phantom", epochs=1, time_budget_s=3,
-                   data_kwargs={"size": 32}, recipe="mmunet-paper")
+    _, runs = run_experiment("train_eval", model="unet", preset="tiny", data="phantom", epochs=1, time_budget_s=3,
+                             data_kwargs={"size": 32}, recipe="mmunet-paper")
     c = json.loads((runs[0] / "config.json").read_text())
     assert (c["optimizer"], c["momentum"], c["nesterov"], c["weight_decay"], c["deep_supervision"]) == ("sgd", 0.99, True, 3e-5, True)
     assert c["epochs"] == 1 and c["batch_size"] == 2

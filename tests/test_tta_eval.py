@@ -1,27 +1,17 @@
 """The TTA experiment (nbs/experiments/tta_eval.ipynb) runs end to end through papermill with a tiny budget."""
 import json
-from pathlib import Path
 import pytest
 
 papermill = pytest.importorskip("papermill")
 
 
-def _run(repo: Path, tmp_path: Path, **params):
-    out_nb = tmp_path / "executed.ipynb"
-    papermill.execute_notebook(str(repo / "nbs/experiments/tta_eval.ipynb"), str(out_nb),
-                               parameters=dict(out_dir=str(tmp_path / "runs"), **params),
-                               kernel_name="medseg_lab", cwd=str(repo / "nbs/experiments"), progress_bar=False)
-    runs = sorted(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
-    return out_nb, runs
-
-
-def test_tta_eval_tiny(repo, tmp_path):
+def test_tta_eval_tiny(repo, tmp_path, run_experiment):
     "Every adapter on two shifts (a corruption and a scanner shift) and a two-domain continual stream."
     shifts = ["gaussian_noise", "bias_field"]
     adapters = ["none", "adabn", "tent", "prompt", "duse"]
-    out_nb, runs = _run(repo, tmp_path, epochs=1, time_budget_s=10, batch_size=8, n_test=3, shifts=shifts,
-                        continual=["gaussian_noise", "low_resolution"], data_kwargs={"size": [32, 32]},
-                        adapter_cfg={"prompt": {"neighbors": 1}, "duse": {"neighbors": 1}})
+    out_nb, runs = run_experiment("tta_eval", epochs=1, time_budget_s=10, batch_size=8, n_test=3, shifts=shifts,
+                                  continual=["gaussian_noise", "low_resolution"], data_kwargs={"size": [32, 32]},
+                                  adapter_cfg={"prompt": {"neighbors": 1}, "duse": {"neighbors": 1}})
     assert out_nb.exists() and len(runs) == 1
     res = json.loads((runs[0] / "tta_results.json").read_text())
     got = {(r["shift"], r["adapter"]) for r in res["per_shift"]}
@@ -36,7 +26,7 @@ def test_tta_eval_tiny(repo, tmp_path):
     assert "paper DUSE DSC" in out_nb.read_text()                # the side-by-side table with the paper
 
 
-def test_tta_eval_unknown_adapter_fails_clearly(repo, tmp_path):
+def test_tta_eval_unknown_adapter_fails_clearly(repo, tmp_path, run_experiment):
     with pytest.raises(papermill.PapermillExecutionError) as e:
-        _run(repo, tmp_path, adapters=["none", "cotta"], epochs=1, time_budget_s=5)
+        run_experiment("tta_eval", adapters=["none", "cotta"], epochs=1, time_budget_s=5)
     assert "valid adapters" in str(e.value)
