@@ -230,7 +230,7 @@ def _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, r
     y = _finish(y[..., :l].reshape(b, d, l), u, D, z, dtype, inplace=not grad)
     return (y, h.reshape(b, d, n)) if return_last_state else y
 
-# %% ../nbs/05_ssm.ipynb #c4a37d85
+# %% ../nbs/05_ssm.ipynb #10bd84e6
 import os, time, hashlib
 
 _CPU_KERNEL_SRC = r"""
@@ -271,7 +271,7 @@ static inline T step(T* __restrict hp, const T* __restrict Ar, const T* __restri
 template <typename T, int NS>
 static void scan_rows(int64_t r0, int64_t r1, int64_t d, int64_t L, int64_t n_,
     const T* u, const T* dl, const T* A, const T* B, const int64_t* bs, const T* C, const int64_t* cs,
-    const T* D, const T* z, const T* bias, bool softplus, T* y, T* hl) {
+    const T* D, const T* z, T* y, T* hl) {
   const int64_t n = NS > 0 ? NS : n_;
   std::vector<T> h(n);
   for (int64_t r = r0; r < r1; ++r) {
@@ -281,12 +281,11 @@ static void scan_rows(int64_t r0, int64_t r1, int64_t d, int64_t L, int64_t n_,
     const T* Ar = A + di * n;
     const T* Bp = B + bi * bs[1] + (di / bs[0]) * bs[2]; const int64_t bst = bs[3];
     const T* Cp = C + bi * cs[1] + (di / cs[0]) * cs[2]; const int64_t cst = cs[3];
-    const T db = bias ? bias[di] : T(0), Dd = D ? D[di] : T(0);
+    const T Dd = D ? D[di] : T(0);
     for (int64_t k = 0; k < n; ++k) h[k] = 0;
     T* hp = h.data();
     for (int64_t t = 0; t < L; ++t) {
-      T dt = dr[t] + db;
-      if (softplus) dt = dt > T(20) ? dt : std::log1p(std::exp(dt));
+      const T dt = dr[t];   // Δ arrives prepared (bias + softplus done by torch, vectorised)
       const T du = dt * ur[t];
       const T* Bt = Bp + t * bst; const T* Ct = Cp + t * cst;
       T acc = step<T, NS>(hp, Ar, Bt, Ct, dt, du, n);
@@ -300,19 +299,18 @@ static void scan_rows(int64_t r0, int64_t r1, int64_t d, int64_t L, int64_t n_,
 
 template <typename T>
 static void run(int64_t b, int64_t d, int64_t L, int64_t n, const T* u, const T* dl, const T* A, const T* B,
-    const int64_t* bs, const T* C, const int64_t* cs, const T* D, const T* z, const T* bias, bool sp, T* y, T* hl) {
+    const int64_t* bs, const T* C, const int64_t* cs, const T* D, const T* z, T* y, T* hl) {
   at::parallel_for(0, b * d, 1, [&](int64_t r0, int64_t r1) {
-    if (n == 16) scan_rows<T, 16>(r0, r1, d, L, n, u, dl, A, B, bs, C, cs, D, z, bias, sp, y, hl);
-    else if (n == 8) scan_rows<T, 8>(r0, r1, d, L, n, u, dl, A, B, bs, C, cs, D, z, bias, sp, y, hl);
-    else scan_rows<T, 0>(r0, r1, d, L, n, u, dl, A, B, bs, C, cs, D, z, bias, sp, y, hl);
+    if (n == 16) scan_rows<T, 16>(r0, r1, d, L, n, u, dl, A, B, bs, C, cs, D, z, y, hl);
+    else if (n == 8) scan_rows<T, 8>(r0, r1, d, L, n, u, dl, A, B, bs, C, cs, D, z, y, hl);
+    else scan_rows<T, 0>(r0, r1, d, L, n, u, dl, A, B, bs, C, cs, D, z, y, hl);
   });
 }
 
 // u, delta, z: (b, d, L); A: (d, n); B, C: flat, element (batch bi, channel di, time t, state k) at
-// bi*s[1] + (di / s[0])*s[2] + t*s[3] + k; D, delta_bias: (d,) or empty. All contiguous, one dtype.
+// bi*s[1] + (di / s[0])*s[2] + t*s[3] + k; D: (d,) or empty; delta: the final Δ (bias and softplus applied). All contiguous, one dtype.
 std::vector<at::Tensor> selective_scan_fwd(at::Tensor u, at::Tensor delta, at::Tensor A, at::Tensor B,
-    std::vector<int64_t> bs, at::Tensor C, std::vector<int64_t> cs, at::Tensor D, at::Tensor z,
-    at::Tensor bias, bool softplus) {
+    std::vector<int64_t> bs, at::Tensor C, std::vector<int64_t> cs, at::Tensor D, at::Tensor z) {
   const int64_t b = u.size(0), d = u.size(1), L = u.size(2), n = A.size(1);
   auto y = at::empty_like(u);
   auto hl = at::empty({b, d, n}, u.options());
@@ -320,7 +318,7 @@ std::vector<at::Tensor> selective_scan_fwd(at::Tensor u, at::Tensor delta, at::T
     run<scalar_t>(b, d, L, n, u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
         B.data_ptr<scalar_t>(), bs.data(), C.data_ptr<scalar_t>(), cs.data(),
         D.numel() ? D.data_ptr<scalar_t>() : nullptr, z.numel() ? z.data_ptr<scalar_t>() : nullptr,
-        bias.numel() ? bias.data_ptr<scalar_t>() : nullptr, softplus, y.data_ptr<scalar_t>(), hl.data_ptr<scalar_t>());
+        y.data_ptr<scalar_t>(), hl.data_ptr<scalar_t>());
   });
   return {y, hl};
 }
@@ -387,7 +385,7 @@ def _selective_scan_cpu(mod, u, delta, A, B, C, D, z, delta_bias, delta_softplus
     _check_stable(A, dt)
     c = lambda t: u.new_empty(0, dtype=dtype) if t is None else t.to(dtype).contiguous()
     (Bk, bs), (Ck, cs) = _bc_kernel_layout(B, d, l, n, dtype), _bc_kernel_layout(C, d, l, n, dtype)
-    y, h = mod.selective_scan_fwd(c(u), c(dt), c(A), Bk, bs, Ck, cs, c(D), c(z), c(None), False)
+    y, h = mod.selective_scan_fwd(c(u), c(dt), c(A), Bk, bs, Ck, cs, c(D), c(z))
     y = y.to(u.dtype)
     return (y, h) if return_last_state else y
 
