@@ -67,14 +67,7 @@ def _versions() -> dict:
     return dict(python=platform.python_version(), platform=platform.platform(), torch=torch.__version__,
                 numpy=np.__version__, pandas=pd.__version__, medseg_lab=getattr(medseg_lab, '__version__', 'unknown'))
 
-def _jsonable(o):
-    "NaN/Inf -> None (JSON null), numpy/torch scalars -> Python, paths -> str, recursively."
-    if isinstance(o, dict): return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
-    if isinstance(o, (np.generic, torch.Tensor)): o = o.item()
-    if isinstance(o, float) and not math.isfinite(o): return None
-    if isinstance(o, Path): return str(o)
-    return o
+from ..results import _jsonable   # NaN/Inf -> null, numpy/torch -> Python, recursively
 
 def _write_json(path, obj): atomic_write_text(path, json.dumps(_jsonable(obj), indent=2))
 
