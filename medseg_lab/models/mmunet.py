@@ -14,8 +14,8 @@ from ..core import prepare_input, get_conv, get_conv_transpose, get_norm, get_ac
 from ..ssm import MambaMixer, scan_order, SCAN_BACKENDS
 
 # %% auto #0
-__all__ = ['SCAN_TABLE', 'SCAN_TABLE_2D', 'SCAN_ALIASES', 'META_BLOCKS', 'PRESETS', 'scan_kinds', 'scan_groups', 'MetaSSM',
-           'ConvNormAct', 'MetaBlock', 'MMUNet', 'build']
+__all__ = ['SCAN_TABLE', 'SCAN_TABLE_2D', 'SCAN_ALIASES', 'META_BLOCKS', 'PRESETS', 'FEATURE_TAPS', 'scan_kinds', 'scan_groups',
+           'MetaSSM', 'ConvNormAct', 'MetaBlock', 'MMUNet', 'build', 'block_features', 'feature_stats']
 
 # %% ../../nbs/13_mmunet.ipynb #7cb30a86
 _AXIS_PAIRS_3D = ('DHW', 'DWH', 'WDH', 'WHD', 'HDW', 'HWD')   # Fig. 3(2): (a,b), (c,d), (e,f), (g,h), (i,j), (k,l)
@@ -325,3 +325,44 @@ def build(spatial_dims:int=3, # 2 or 3
     "Registry entry point: an `MMUNet` from keyword arguments (what `build_model('mmunet', ...)` calls)."
     return MMUNet(spatial_dims, in_channels, out_channels, features, encoder_block, bottleneck_block, decoder_block,
                   blocks_per_stage, scan, d_state, d_conv, expand, window, norm, act, deep_supervision, n_supervised, pad, backend)
+
+# %% ../../nbs/13_mmunet.ipynb #654ca640
+FEATURE_TAPS = ('input', 'output', 'two convs', 'inside residual', 'outside residual', 'ssm input', 'ssm sequence')
+
+@torch.no_grad()
+def block_features(model:nn.Module, # a network holding `MetaBlock`s (an `MMUNet`), or one `MetaBlock`
+                   x:torch.Tensor, # its input
+                  ) -> dict: # {(block path, tap): tensor}, taps from `FEATURE_TAPS`
+    "Feature maps at the points MM-UNet's Fig. 2b compares (inside / outside the residual, ...) for every MetaBlock."
+    blocks = {n: m for n, m in model.named_modules() if isinstance(m, MetaBlock)}
+    if not blocks: raise ValueError(f"{type(model).__name__} holds no MetaBlock: pass an MMUNet or a MetaBlock")
+    seen, hooks = {}, []
+    def keep(name, tap, kind='out'):
+        def hook(mod, inp, out): seen[name, tap] = (inp[0] if kind == 'in' else out).detach()
+        return hook
+    for name, blk in blocks.items():
+        hooks.append(blk.register_forward_hook(lambda m, i, o, n=name: seen.update({(n, 'input'): i[0], (n, 'output'): o})))
+        if blk.kind in ('hybrid_in', 'hybrid_out'): hooks.append(blk.branch.register_forward_hook(keep(name, 'inside residual')))
+        ssms = [m for m in blk.modules() if isinstance(m, MetaSSM)]
+        if ssms: hooks.append(ssms[0].register_forward_hook(keep(name, 'ssm input', 'in')))
+    was_training = model.training
+    try: model.eval()(x)
+    finally:
+        for h in hooks: h.remove()
+        model.train(was_training)
+    for name, blk in blocks.items():
+        if blk.kind == 'conv': seen[name, 'two convs'] = seen[name, 'output']
+        if blk.kind == 'hybrid_in': seen[name, 'outside residual'] = seen[name, 'output']
+        if blk.kind == 'hybrid_out': seen[name, 'outside residual'] = seen[name, 'ssm input']
+        if (name, 'ssm input') in seen:
+            ssm = next(m for m in blk.modules() if isinstance(m, MetaSSM))
+            seen[name, 'ssm sequence'] = ssm.norm(seen[name, 'ssm input'].float().flatten(2).transpose(1, 2))
+    return {k: seen[k] for k in sorted(seen, key=lambda k: (list(blocks).index(k[0]), FEATURE_TAPS.index(k[1])))}
+
+def feature_stats(t:torch.Tensor, # a feature map (B, C, *spatial), or a scanned sequence (B, L, C)
+                  sequence:bool=False, # True for (B, L, C)
+                 ) -> dict:
+    "Variance of all values (the spread of the Fig. 2b histogram) and the mean per-channel variance over voxels/tokens."
+    t = t.float()
+    per_channel = t.var(1) if sequence else t.flatten(2).var(-1)
+    return dict(variance=t.var().item(), channel_variance=per_channel.mean().item(), mean=t.mean().item())
