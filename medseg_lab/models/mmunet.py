@@ -78,6 +78,8 @@ class MetaSSM(nn.Module):
         scan: a Table 1 row ('B1'..'B9', default 'B2' = DHW + flip(DHW)), an alias ('biscan') or a list of
             `medseg_lab.ssm.scan_order` kinds. window: window size for the 'window' kind (B7), default 4.
         d_state, d_conv, expand: `MambaMixer` sizes (mamba-ssm defaults 16, 4, 2). backend: `selective_scan` backend.
+        axes: what the input's spatial axes are, in the paper's D, H, W (e.g. 'WHD' for (X, Y, Z) volumes with Z
+            axial); None: (D, H, W) as stored. Every scan kind is read in those terms (`scan_order`'s `axes`).
     Raises:
         ValueError: unknown scan rows/kinds (listing the valid ones), non-positive sizes.
     """
@@ -90,10 +92,12 @@ class MetaSSM(nn.Module):
                  expand:int=2, # inner width factor
                  window:int=4, # window side for the 'window' kind
                  backend:str='auto', # selective_scan backend: 'auto' | 'torch' | 'cuda'
+                 axes:str|None=None, # the input's axes in D, H, W terms, e.g. 'WHD'; None: stored (D, H, W)
                 ):
         super().__init__()
         if not isinstance(channels, int) or channels < 1: raise ValueError(f"channels must be a positive int, got {channels!r}")
-        self.spatial_dims, self.channels, self.window = spatial_dims, channels, window
+        scan_order((3,) * spatial_dims, 'DHW'[3 - spatial_dims:], axes=axes)    # fail early on bad axes
+        self.spatial_dims, self.channels, self.window, self.axes = spatial_dims, channels, window, axes
         self.kinds = scan_kinds(scan, spatial_dims)
         self.groups = scan_groups(self.kinds)
         self.norm = nn.LayerNorm(channels)
@@ -104,15 +108,19 @@ class MetaSSM(nn.Module):
     def _order(self, shape, kind, device):
         key = (shape, kind, str(device))
         if key not in self._orders:
-            self._orders[key] = tuple(t.to(device) for t in scan_order(shape, kind, window=self.window))
+            self._orders[key] = tuple(t.to(device) for t in scan_order(shape, kind, window=self.window, axes=self.axes))
         return self._orders[key]
 
     def _scan(self, mixer, h, kind, shape):
         "Run `mixer` over `h` (B, L, C) in order `kind`; the result is back in C order."
+        stored = self.axes in (None, 'DHW'[3 - len(shape):])           # axes stored as D, H, W: C order is DHW
         if kind == '2d' and len(shape) == 3:                           # slice-wise: every D-slice its own sequence
+            depth = shape[(self.axes or 'DHW').index('D')]
+            if not stored: perm, inv = self._order(shape, kind, h.device); h = h[:, perm]
             b, L, c = h.shape
-            return mixer(h.reshape(b * shape[0], L // shape[0], c)).reshape(b, L, c)
-        if kind in ('2d', 'DHW'[3 - len(shape):]): return mixer(h)     # C order: no gather needed
+            y = mixer(h.reshape(b * depth, L // depth, c)).reshape(b, L, c)
+            return y if stored else y[:, inv]
+        if stored and kind in ('2d', 'DHW'[3 - len(shape):]): return mixer(h)     # C order: no gather needed
         perm, inv = self._order(shape, kind, h.device)
         return mixer(h[:, perm])[:, inv]
 
@@ -127,7 +135,9 @@ class MetaSSM(nn.Module):
             y = sum(self._scan(m, h, kind, shape) for m, (kind, _) in zip(self.mixers, self.groups))
         return x + y.transpose(1, 2).reshape(b, c, *shape).to(x.dtype)
 
-    def extra_repr(self): return f"spatial_dims={self.spatial_dims}, channels={self.channels}, scan={list(self.kinds)}"
+    def extra_repr(self):
+        return (f"spatial_dims={self.spatial_dims}, channels={self.channels}, scan={list(self.kinds)}"
+                + (f", axes={self.axes!r}" if self.axes else ''))
 
 # %% ../../nbs/13_mmunet.ipynb #d71ab397
 META_BLOCKS = ('conv', 'ssm', 'hybrid_in', 'hybrid_out', 'conv_ssm_seq')
@@ -197,6 +207,9 @@ class MMUNet(nn.Module):
         deep_supervision: 1×1 heads at 1/2 and 1/4 resolution (Eq. 6), returned by `forward(x, return_aux=True)`.
         n_supervised: how many resolutions are supervised including the full one (default 3, as the paper).
         pad: pad inputs to a multiple of 2**(len(features)-1) and crop back (default True); False: raise on such sizes.
+        axes: what the input's spatial axes are in the paper's D, H, W terms, for every MetaSSM's scan (e.g. 'WHD'
+            for volumes stored (X, Y, Z) with Z axial, so that DHW and the 2D scan mean what Table 1 means); None
+            (default): stored as (D, H, W) / (H, W).
     Raises:
         ValueError: bad spatial_dims, channels, features, block names or scan (listing the valid ones).
     """
@@ -220,6 +233,7 @@ class MMUNet(nn.Module):
                  n_supervised:int=3, # supervised resolutions incl. full (Eq. 6: 3)
                  pad:bool=True, # pad to the divisor and crop back
                  backend:str='auto', # selective_scan backend
+                 axes:str|None=None, # the input's axes in D, H, W terms (e.g. 'WHD' for (X, Y, Z)); None: (D, H, W)
                 ):
         super().__init__()
         if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
@@ -237,7 +251,9 @@ class MMUNet(nn.Module):
         self.blocks = (encoder_block, bottleneck_block, decoder_block)
         self.deep_supervision, self.pad, self.divisor, self.norm = deep_supervision, pad, 2 ** (len(features) - 1), norm
         sd, f, nb = spatial_dims, features, blocks_per_stage
-        ssm = dict(scan=scan, d_state=d_state, d_conv=d_conv, expand=expand, window=window, backend=backend)
+        scan_order((3,) * spatial_dims, 'DHW'[3 - spatial_dims:], axes=axes)    # fail early, naming the valid axes
+        self.axes = axes
+        ssm = dict(scan=scan, d_state=d_state, d_conv=d_conv, expand=expand, window=window, backend=backend, axes=axes)
         def stage(kind, cin, cout): return nn.Sequential(*(MetaBlock(sd, cin if i == 0 else cout, cout, kind, norm, act, **ssm) for i in range(nb)))
         conv, up = get_conv(sd), get_conv_transpose(sd)
         self.stem = ConvNormAct(sd, in_channels, f[0], 3, norm, act)
@@ -321,10 +337,12 @@ def build(spatial_dims:int=3, # 2 or 3
           n_supervised:int=3, # supervised resolutions incl. the full one
           pad:bool=True, # pad-and-crop to the divisor
           backend:str='auto', # selective_scan backend
+          axes:str|None=None, # the input's axes in D, H, W terms, e.g. 'WHD' for (X, Y, Z) volumes; None: (D, H, W)
          ) -> MMUNet:
     "Registry entry point: an `MMUNet` from keyword arguments (what `build_model('mmunet', ...)` calls)."
     return MMUNet(spatial_dims, in_channels, out_channels, features, encoder_block, bottleneck_block, decoder_block,
-                  blocks_per_stage, scan, d_state, d_conv, expand, window, norm, act, deep_supervision, n_supervised, pad, backend)
+                  blocks_per_stage, scan, d_state, d_conv, expand, window, norm, act, deep_supervision, n_supervised, pad, backend,
+                  axes)
 
 # %% ../../nbs/13_mmunet.ipynb #654ca640
 FEATURE_TAPS = ('input', 'output', 'two convs', 'inside residual', 'outside residual', 'ssm input', 'ssm sequence')
