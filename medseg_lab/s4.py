@@ -110,7 +110,7 @@ class S4Layer(nn.Module):
 
     def step_recurrence(self, x:torch.Tensor, # (batch, length, d_model)
                        ) -> torch.Tensor:
-        "The same layer as the recurrence h_t = Ā h_{t-1} + B̄ x_t, y_t = C h_t + D x_t (Eq. 3), step by step (a check)."
+        "The recurrence h_t = Ā h_{t-1} + B̄ x_t, y_t = C h_t + D x_t (Eq. 3), one step at a time (slow; a check)."
         Abar, Bbar = self.discrete()
         C, D = self.C.double(), self.D.double()
         u = x.double()
@@ -136,7 +136,8 @@ def legendre_basis(n_state:int, # N, the number of polynomials
 HIPPO_MEASURES = ('scaled', 'exponential')
 
 def _check_measure(measure, dt):
-    if measure not in HIPPO_MEASURES: raise ValueError(f"Unknown measure {measure!r}; valid: {', '.join(HIPPO_MEASURES)}")
+    if measure not in HIPPO_MEASURES:
+        raise ValueError(f"Unknown measure {measure!r}; valid: {', '.join(HIPPO_MEASURES)}")
     if measure == 'exponential' and (dt is None or not float(dt) > 0):
         raise ValueError(f"measure='exponential' needs a step dt > 0 (S4's range is 1e-3 to 1e-1), got {dt!r}")
     if measure == 'scaled' and dt is not None:

@@ -22,7 +22,7 @@ _AXIS_PAIRS_3D = ('DHW', 'DWH', 'WDH', 'WHD', 'HDW', 'HWD')   # Fig. 3(2): (a,b)
 
 def _pairs(*kinds): return tuple(k for kind in kinds for k in (kind, f'flip({kind})'))
 
-SCAN_TABLE: dict[str, tuple[str, ...]] = {   # MM-UNet Table 1 (3D), 002_d40fcb0124e46f53.txt §3.4
+SCAN_TABLE: dict[str, tuple[str, ...]] = {   # MM-UNet Table 1 (3D), §3.4
     'B1': ('DHW',),                              # (a)                      DSC 0.902
     'B2': _pairs('DHW'),                         # (a)+(b): 1D BiScan        0.910  <- the paper's choice
     'B3': (*_pairs('DHW'), 'HWD'),               # (a)+(b)+(k)               0.898
@@ -71,7 +71,7 @@ def scan_groups(kinds:Sequence[str], # scan_order kinds, e.g. ('DHW', 'flip(DHW)
 
 # %% ../../nbs/13_mmunet.ipynb #2d1352aa
 class MetaSSM(nn.Module):
-    """MM-UNet's MetaSSM (paper 002, Fig. 3(1)): `x + Σ_groups unscan(Mamba(scan(LN(x))))` on `(B, C, *spatial)`.
+    """MM-UNet's MetaSSM (Fig. 3(1)): `x + Σ_groups unscan(Mamba(scan(LN(x))))` on `(B, C, *spatial)`.
 
     Args:
         spatial_dims: 2 or 3. channels: C (kept).
@@ -154,7 +154,7 @@ def _shortcut(spatial_dims, cin, cout, norm):
     return nn.Sequential(get_conv(spatial_dims)(cin, cout, 1, bias=False), get_norm(norm, spatial_dims, cout))
 
 class MetaBlock(nn.Module):
-    """One interchangeable MM-UNet meta-block (paper 002, Fig. 1b): `kind` in `META_BLOCKS`, `in_channels → out_channels`.
+    """One interchangeable MM-UNet meta-block (Fig. 1b): `kind` in `META_BLOCKS`, `in_channels → out_channels`.
 
     Args: spatial_dims (2 or 3); in_channels, out_channels; kind ('conv', 'ssm', 'hybrid_in', 'hybrid_out',
     'conv_ssm_seq'); norm, act (names for `get_norm` / `get_act`); ssm: keyword arguments for `MetaSSM` (scan, d_state, ...).
@@ -192,7 +192,7 @@ class MetaBlock(nn.Module):
 
 # %% ../../nbs/13_mmunet.ipynb #64abbbdc
 class MMUNet(nn.Module):
-    """MM-UNet (Meta Mamba UNet, paper 002_d40fcb0124e46f53, Fig. 1a): an nnU-Net-like U-Net, 2D or 3D, whose encoder,
+    """MM-UNet (Meta Mamba UNet, Fig. 1a): an nnU-Net-like U-Net, 2D or 3D, whose encoder,
     bottleneck and decoder blocks are interchangeable meta-blocks.
 
     Args:
@@ -237,27 +237,33 @@ class MMUNet(nn.Module):
                 ):
         super().__init__()
         if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        for n, v in (('in_channels', in_channels), ('out_channels', out_channels), ('blocks_per_stage', blocks_per_stage),
-                     ('n_supervised', n_supervised)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{n} must be a positive int, got {v!r}")
+        for n, v in (('in_channels', in_channels), ('out_channels', out_channels),
+                     ('blocks_per_stage', blocks_per_stage), ('n_supervised', n_supervised)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{n} must be a positive int, got {v!r}")
         features = tuple(features)
         if len(features) < 2 or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in features):
-            raise ValueError(f"features must be at least 2 positive ints (widths per level, bottleneck last), got {features!r}")
-        for n, v in (('encoder_block', encoder_block), ('bottleneck_block', bottleneck_block), ('decoder_block', decoder_block)):
+            raise ValueError(f"features must be at least 2 positive ints (widths per level, bottleneck last), "
+                             f"got {features!r}")
+        for n, v in (('encoder_block', encoder_block), ('bottleneck_block', bottleneck_block),
+                     ('decoder_block', decoder_block)):
             if v not in META_BLOCKS: raise ValueError(f"Unknown {n} {v!r}; valid: {', '.join(META_BLOCKS)}")
         if backend not in SCAN_BACKENDS: raise ValueError(f"Unknown backend {backend!r}; valid: {SCAN_BACKENDS}")
         scan_kinds(scan, spatial_dims)                                  # fail early, naming the valid scans
-        self.spatial_dims, self.in_channels, self.out_channels, self.features = spatial_dims, in_channels, out_channels, features
+        self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, in_channels, out_channels
+        self.features = features
         self.blocks = (encoder_block, bottleneck_block, decoder_block)
         self.deep_supervision, self.pad, self.divisor, self.norm = deep_supervision, pad, 2 ** (len(features) - 1), norm
         sd, f, nb = spatial_dims, features, blocks_per_stage
         scan_order((3,) * spatial_dims, 'DHW'[3 - spatial_dims:], axes=axes)    # fail early, naming the valid axes
         self.axes = axes
         ssm = dict(scan=scan, d_state=d_state, d_conv=d_conv, expand=expand, window=window, backend=backend, axes=axes)
-        def stage(kind, cin, cout): return nn.Sequential(*(MetaBlock(sd, cin if i == 0 else cout, cout, kind, norm, act, **ssm) for i in range(nb)))
+        def stage(kind, cin, cout):
+            return nn.Sequential(*(MetaBlock(sd, cin if i == 0 else cout, cout, kind, norm, act, **ssm) for i in range(nb)))
         conv, up = get_conv(sd), get_conv_transpose(sd)
         self.stem = ConvNormAct(sd, in_channels, f[0], 3, norm, act)
-        self.down = nn.ModuleList(nn.Sequential(conv(f[i], f[i + 1], 2, stride=2), get_norm(norm, sd, f[i + 1])) for i in range(len(f) - 1))
+        self.down = nn.ModuleList(nn.Sequential(conv(f[i], f[i + 1], 2, stride=2), get_norm(norm, sd, f[i + 1]))
+                                  for i in range(len(f) - 1))
         self.encoder = nn.ModuleList(stage(encoder_block, c, c) for c in f[:-1])       # EncMetaBlocks, levels 0..L-2
         self.bottleneck = stage(bottleneck_block, f[-1], f[-1])                         # MetaBlock, level L-1
         self.up = nn.ModuleList(up(f[i + 1], f[i], 2, stride=2) for i in range(len(f) - 1))
@@ -273,8 +279,9 @@ class MMUNet(nn.Module):
                ):
         x, shape = prepare_input(x, self.spatial_dims, self.in_channels, self.divisor, self.pad)
         if self.norm == 'instance' and math.prod(s // self.divisor for s in x.shape[2:]) < 2:
-            raise ValueError(f"Input {tuple(shape)} leaves a single voxel at the bottleneck (1/{self.divisor} resolution), where "
-                             f"instance norm is undefined: make one spatial size larger than {self.divisor} (or use fewer levels)")
+            raise ValueError(f"Input {tuple(shape)} leaves a single voxel at the bottleneck (1/{self.divisor} resolution), "
+                             f"where instance norm is undefined: make one spatial size larger than {self.divisor} "
+                             "(or use fewer levels)")
         h, skips = self.stem(x), []
         for lvl, enc in enumerate(self.encoder):
             h = enc(h if lvl == 0 else self.down[lvl - 1](h))
@@ -286,7 +293,8 @@ class MMUNet(nn.Module):
             decs[lvl] = h
         logits = crop_spatial(self.head(h), shape)
         if not return_aux: return logits
-        aux = [crop_spatial(head(decs[k]), tuple(math.ceil(s / 2**k) for s in shape)) for k, head in enumerate(self.aux_heads, start=1)]
+        aux = [crop_spatial(head(decs[k]), tuple(math.ceil(s / 2**k) for s in shape))
+               for k, head in enumerate(self.aux_heads, start=1)]
         return SegOutput(logits=logits, aux_logits=aux, features=[*feats, *(decs[k] for k in reversed(range(len(decs))))])
 
 def _init_conv(m):
@@ -299,14 +307,16 @@ def _init_conv(m):
 _PAPER = dict(features=(32, 64, 128, 256, 320, 320), scan='B2', norm='instance', act='leakyrelu', blocks_per_stage=1)
 PRESETS: dict[str, dict] = {
     # MM-UNet as published (§3.3, §3.4): hybrid_in encoder + bottleneck, conv decoder, BiScan DHW + flip(DHW)
-    "paper": dict(spatial_dims=3, **_PAPER, encoder_block='hybrid_in', bottleneck_block='hybrid_in', decoder_block='conv'),
+    "paper": dict(spatial_dims=3, **_PAPER, encoder_block='hybrid_in', bottleneck_block='hybrid_in',
+                  decoder_block='conv'),
     # Fig. 1b configurations (§3.3), all 3D at the paper's widths
     "fig1b-nnunet": dict(  # the CNN baseline the §3.3 gains are measured against
         spatial_dims=3, **_PAPER, encoder_block='conv', bottleneck_block='conv', decoder_block='conv'),
     "fig1b-swinumamba": dict(  # "two sequential Mamba-based modules" in encoder + bottleneck: +1.9 %
         spatial_dims=3, **_PAPER, encoder_block='conv_ssm_seq', bottleneck_block='conv_ssm_seq', decoder_block='conv'),
     "fig1b-vmunet": dict(  # Mamba in all three slots, sequential blocks: +1.8 %
-        spatial_dims=3, **{**_PAPER, 'blocks_per_stage': 2}, encoder_block='ssm', bottleneck_block='ssm', decoder_block='ssm'),
+        spatial_dims=3, **{**_PAPER, 'blocks_per_stage': 2}, encoder_block='ssm', bottleneck_block='ssm',
+        decoder_block='ssm'),
     "fig1b-dec-ssm": dict(  # Mamba in decoder + bottleneck only: 89.4 %
         spatial_dims=3, **_PAPER, encoder_block='conv', bottleneck_block='ssm', decoder_block='ssm'),
     "fig1b-hybrid-out": dict(  # two convs then Mamba, outside the residual: 0.5 % below hybrid-in
@@ -314,8 +324,10 @@ PRESETS: dict[str, dict] = {
     "fig1b-hybrid-in": dict(  # = "paper"
         spatial_dims=3, **_PAPER, encoder_block='hybrid_in', bottleneck_block='hybrid_in', decoder_block='conv'),
     # CPU sizes, the paper's blocks and scan
-    "small": dict(features=(16, 32, 64, 128, 128), encoder_block='hybrid_in', bottleneck_block='hybrid_in', decoder_block='conv', scan='B2'),
-    "tiny": dict(features=(8, 16, 32), encoder_block='hybrid_in', bottleneck_block='hybrid_in', decoder_block='conv', scan='B2', d_state=4),
+    "small": dict(features=(16, 32, 64, 128, 128), encoder_block='hybrid_in', bottleneck_block='hybrid_in',
+                  decoder_block='conv', scan='B2'),
+    "tiny": dict(features=(8, 16, 32), encoder_block='hybrid_in', bottleneck_block='hybrid_in', decoder_block='conv',
+                 scan='B2', d_state=4),
 }
 
 def build(spatial_dims:int=3, # 2 or 3
@@ -341,8 +353,8 @@ def build(spatial_dims:int=3, # 2 or 3
          ) -> MMUNet:
     "Registry entry point: an `MMUNet` from keyword arguments (what `build_model('mmunet', ...)` calls)."
     return MMUNet(spatial_dims, in_channels, out_channels, features, encoder_block, bottleneck_block, decoder_block,
-                  blocks_per_stage, scan, d_state, d_conv, expand, window, norm, act, deep_supervision, n_supervised, pad, backend,
-                  axes)
+                  blocks_per_stage, scan, d_state, d_conv, expand, window, norm, act, deep_supervision, n_supervised,
+                  pad, backend, axes)
 
 # %% ../../nbs/13_mmunet.ipynb #654ca640
 FEATURE_TAPS = ('input', 'output', 'two convs', 'inside residual', 'outside residual', 'ssm input', 'ssm sequence')
@@ -359,8 +371,10 @@ def block_features(model:nn.Module, # a network holding `MetaBlock`s (an `MMUNet
         def hook(mod, inp, out): seen[name, tap] = (inp[0] if kind == 'in' else out).detach()
         return hook
     for name, blk in blocks.items():
-        hooks.append(blk.register_forward_hook(lambda m, i, o, n=name: seen.update({(n, 'input'): i[0], (n, 'output'): o})))
-        if blk.kind in ('hybrid_in', 'hybrid_out'): hooks.append(blk.branch.register_forward_hook(keep(name, 'inside residual')))
+        hooks.append(blk.register_forward_hook(keep(name, 'input', 'in')))
+        hooks.append(blk.register_forward_hook(keep(name, 'output')))
+        if blk.kind in ('hybrid_in', 'hybrid_out'):
+            hooks.append(blk.branch.register_forward_hook(keep(name, 'inside residual')))
         ssms = [m for m in blk.modules() if isinstance(m, MetaSSM)]
         if ssms: hooks.append(ssms[0].register_forward_hook(keep(name, 'ssm input', 'in')))
     was_training = model.training
