@@ -3,6 +3,7 @@
 
     python scripts/nbexec.py [NOTEBOOK ...] [--jobs 2] [--timeout 1800]   # execute (default: every notebook)
     python scripts/nbexec.py --check [NOTEBOOK ...]                      # list notebooks whose outputs are stale
+    python scripts/nbexec.py --flags slow --out runs/reproduce NOTEBOOK  # the slow setting too, a copy in runs/
 
 What a reader sees on the repository page is what ran here:
 - the setting is CI's: cells flagged `#| slow` or `#| gpu` (without CUDA) and `#| eval: false` cells are left
@@ -128,13 +129,15 @@ def kernel_env() -> dict:
     return env
 
 
-def execute(path: Path, kernel: str = 'medseg_lab', timeout: int = 1800) -> dict:
-    "Execute the notebook at `path` in CI's setting and write it back with static outputs; returns a summary."
+def execute(path: Path, kernel: str = 'medseg_lab', timeout: int = 1800, run_flags: tuple = (),
+            out_dir: str | None = None) -> dict:
+    """Execute the notebook at `path` in CI's setting (or with the cells of `run_flags` too, e.g. ('slow',)) and write
+    it back with static outputs and its source hash (or, with `out_dir`, a copy there: a record of a slow run)."""
     import nbformat
     from nbclient import NotebookClient
     t0 = time.perf_counter()
     nb = nbformat.read(path, as_version=4)
-    skip_flags = ['slow'] + ([] if _cuda() else ['gpu'])
+    skip_flags = [f for f in ['slow'] + ([] if _cuda() else ['gpu']) if f not in run_flags]
     skipped = {}
     for c in nb.cells:   # nbclient runs every code cell: park the skipped ones as raw cells, restored below
         if c.cell_type == 'code':
@@ -143,7 +146,7 @@ def execute(path: Path, kernel: str = 'medseg_lab', timeout: int = 1800) -> dict
                 skipped[c.get('id')] = why; c.cell_type = 'raw'; c.metadata['_nbexec_skip'] = True
                 c.pop('outputs', None); c.pop('execution_count', None)
     os.environ.update(kernel_env())
-    client = NotebookClient(nb, kernel_name=kernel, timeout=timeout, store_widget_state=True,
+    client = NotebookClient(nb, kernel_name=kernel, timeout=timeout if timeout > 0 else None, store_widget_state=True,
                             resources={'metadata': {'path': str(path.parent)}})
     try:
         client.execute()
@@ -159,12 +162,19 @@ def execute(path: Path, kernel: str = 'medseg_lab', timeout: int = 1800) -> dict
     for c in nb.cells:
         if c.cell_type == 'code': c.outputs = static_outputs(c.outputs, state)
     import medseg_lab
+    setting = ('ci' if not run_flags else 'with ' + ', '.join(f'#| {f}' for f in run_flags) + ' cells') + (
+        ': ' + ', '.join(f'#| {f}' for f in skip_flags) + ' cells not executed' if skip_flags else '')
     nb.metadata[META_KEY] = dict(source_hash=source_hash(nb), version=getattr(medseg_lab, '__version__', 'unknown'),
-                                 setting='ci: ' + (', '.join(f'#| {f}' for f in skip_flags) + ' cells not executed'),
+                                 setting=setting,
                                  skipped_cells=len(skipped),
                                  executed_utc=_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
                                  seconds=round(secs, 1))
     for c in nb.cells: c.metadata.pop('execution', None)
+    if out_dir:   # a record of this run beside the others; the committed notebook stays as it is
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+        dest = Path(out_dir) / f'{path.stem}-{stamp}.ipynb'; dest.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, dest)
+        return dict(path=str(path), status='ok', seconds=secs, message=f'executed copy: {dest}')
     nbformat.write(nb, path)
     subprocess.run([str(Path(sys.executable).parent / 'nbdev_clean'), '--fname', str(path)], cwd=REPO, check=True)
     return dict(path=str(path), status='ok', seconds=secs, message=f'{len(skipped)} cells not executed')
@@ -288,6 +298,8 @@ def main(argv=None) -> int:
     ap.add_argument('--timeout', type=int, default=1800, help='seconds per cell')
     ap.add_argument('--kernel', default='medseg_lab')
     ap.add_argument('--check', action='store_true', help='only report fresh / stale / never executed')
+    ap.add_argument('--flags', default='', help='flags of cells to execute too, e.g. "slow" (make reproduce)')
+    ap.add_argument('--out', default=None, help='write the executed notebooks into this folder, not in place')
     ap.add_argument('--stale', action='store_true', help='execute only notebooks that are stale or never executed')
     a = ap.parse_args(argv)
     nbs = _resolve(a.notebooks)
@@ -307,8 +319,9 @@ def main(argv=None) -> int:
     print(f"nbexec: {len(nbs)} notebooks, {a.jobs} at a time", flush=True)
     t0, failed = time.perf_counter(), []
     with ProcessPoolExecutor(max(1, a.jobs)) as ex:
-        for r in ex.map(execute, nbs, [a.kernel] * len(nbs), [a.timeout] * len(nbs)):
-            print(f"  {r['status']:>6}  {r['seconds']:6.1f} s  {Path(r['path']).relative_to(REPO)}  {r['message'][:200]}",
+        n = len(nbs)
+        for r in ex.map(execute, nbs, [a.kernel] * n, [a.timeout] * n, [tuple(a.flags.split())] * n, [a.out] * n):
+            print(f"  {r['status']:>6}  {r['seconds']:6.1f} s  {Path(r['path']).relative_to(REPO)}  {r['message'][:300]}",
                   flush=True)
             if r['status'] != 'ok':
                 failed.append(r); print(r['message'], file=sys.stderr)

@@ -90,13 +90,16 @@ def md_to_rst_line(line: str) -> str:
     field = re.match(r'^(\s*:[^:`]+:\s?)(.*)$', line)                        # `:param x: text`: convert the text only
     if field: return field.group(1) + md_to_rst_line(field.group(2))
     out = []
-    for i, part in enumerate(_CODE.split(line)):
-        if i % 2:   # a code span
-            out.append(part if part.startswith('``') else '``' + part[1:-1] + '``'); continue
+    pieces = _CODE.split(line)
+    for i, part in enumerate(pieces):
+        if i % 2:   # a code span; rst needs a non-word character after it (`Block`s -> ``Block``\ s)
+            out.append(part if part.startswith('``') else '``' + part[1:-1] + '``')
+            if i + 1 < len(pieces) and re.match(r'\w', pieces[i + 1]): out.append('\\ ')
+            continue
         part = re.sub(r'\[([^\]]+)\]\(([^)\s]+)\)', lambda m: f'`{m.group(1)} <{m.group(2)}>`_', part)
         part = re.sub(r'(?<![*\\])\*(?!\*)', r'\\*', part)
         part = part.replace('|', '\\|')
-        part = re.sub(r'(\w)_(?=[\s,.;:)]|$)', r'\1\\_', part)
+        part = re.sub(r'(\w)_(?=\W|$)', r'\1\\_', part)
         out.append(part)
     return ''.join(out)
 
