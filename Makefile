@@ -26,7 +26,7 @@ DATA ?= mni152_tissue
 BUDGET ?= 210
 ZOO_BUDGET ?= 420
 
-.PHONY: all setup run train-eval zoo test lab export docs readme check-export nbtest pytest execute stale reproduce clean
+.PHONY: all setup run train-eval zoo test lab export docs readme check-export nbtest pytest execute stale reproduce time-commands clean
 
 all: test
 
@@ -155,6 +155,11 @@ export: $(READY)
 readme: $(READY)
 	$(BIN)/jupyter nbconvert --to markdown --no-input nbs/index.ipynb --output-dir . --output README
 	@echo "README.md regenerated from nbs/index.ipynb"
+
+## time-commands: time `make setup`, `make test` and `make run` on a fresh clone of HEAD (about an hour); writes
+## nbs/results/index.json, from which the README's run-time table is rendered (then: make execute NB=nbs/index.ipynb readme)
+time-commands: $(READY)
+	$(PY) scripts/time_commands.py
 
 ## docs: the site in _docs/ (Sphinx + myst-nb + sphinx-book-theme): the committed, executed notebooks as they are (no
 ## execution here: `make execute` first), API pages from the docstrings, search; open _docs/index.html
