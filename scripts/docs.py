@@ -85,6 +85,10 @@ def stage_notebook(src: Path, dest: Path, api_doc: str | None) -> dict:
         depth = '../' * rel.count('/')
         cells.insert(i, dict(cell_type='markdown', id='apilink', metadata={},
                              source=f'API reference: [{api_doc.split("/")[-1]}]({depth}{api_doc}.md)'))
+    if rel == 'index.ipynb':   # the README's links are relative to the repository root (nbs/10_unet.ipynb)
+        for c in cells:
+            if c['cell_type'] == 'markdown':
+                c['source'] = re.sub(r'\]\(nbs/([^)\s]+)\)', r'](\1)', _cell_source(c))
     nb['cells'] = cells
     nb['metadata'] = {k: v for k, v in nb.get('metadata', {}).items() if k in ('kernelspec', 'language_info')}
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +133,11 @@ def stage(src_dir: Path) -> dict:
     pages += [dict(notebook=None, doc=f'api/{m}', images=0, title=m, module=m) for m, _ in modules]
     pages.append(dict(notebook=None, doc='api/index', images=0, title='API reference', module=None))
     (src_dir / 'pages.json').write_text(json.dumps(pages, indent=1))
+    unexecuted = [p['notebook'] for p in pages if p['notebook'] and
+                  'medseg_lab' not in json.loads((NBS / p['notebook']).read_text()).get('metadata', {})]
+    if unexecuted:
+        print(f"docs: {len(unexecuted)} of {sum(1 for p in pages if p['notebook'])} notebooks carry no executed outputs "
+              f"(`make execute` writes them): {' '.join(unexecuted[:8])}{' ...' if len(unexecuted) > 8 else ''}")
     return dict(pages=pages)
 
 
