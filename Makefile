@@ -133,13 +133,15 @@ stale: $(READY)
 
 ## reproduce NB=nbs/demos/<name>.ipynb: rerun a notebook's slow setting (its `#| slow` cells; FLAGS="slow gpu" on a GPU
 ## machine), which rewrites its results file nbs/results/<name>.json via save_results (an executed copy of that run lands
-## in runs/reproduce/), then re-execute it in its CI setting so that its tables show the new results.
+## in runs/reproduce/), then re-execute it in its CI setting so that its tables show the new results. PARAMS="name=value
+## ..." overrides an experiment's parameters cell for that run (its real setting), e.g. PARAMS="total_budget_s=1200".
 FLAGS ?= slow
+PARAMS ?=
 reproduce: $(READY) $(SYSDEPS)
 	@[ -n "$(NB)" ] || { echo "usage: make reproduce NB=nbs/demos/<notebook>.ipynb"; exit 1; }
 	@for nb in $(NB); do [ -f "$$nb" ] || { echo "no notebook $$nb"; exit 1; }; done
 	mkdir -p .cache && touch $(CURDIR)/.cache/reproduce-start
-	$(PY) scripts/nbexec.py --jobs 1 --timeout 0 --flags "$(FLAGS)" --out runs/reproduce $(NB)
+	$(PY) scripts/nbexec.py --jobs 1 --timeout 0 --flags "$(FLAGS)" --out runs/reproduce $(foreach p,$(PARAMS),-p '$(p)') $(NB)
 	@for nb in $(NB); do r=nbs/results/$$(basename $$nb .ipynb).json; \
 	  if [ "$$r" -nt $(CURDIR)/.cache/reproduce-start ]; then echo "rewrote $$r"; \
 	  else echo "WARNING: $$nb wrote no results file $$r (does its slow setting end with save_results?)"; fi; done

@@ -4,6 +4,7 @@
     python scripts/nbexec.py [NOTEBOOK ...] [--jobs 2] [--timeout 1800]   # execute (default: every notebook)
     python scripts/nbexec.py --check [NOTEBOOK ...]                      # list notebooks whose outputs are stale
     python scripts/nbexec.py --flags slow --out runs/reproduce NOTEBOOK  # the slow setting too, a copy in runs/
+    python scripts/nbexec.py --out runs/reproduce -p budget_s=600 NB     # an experiment's real setting (parameters)
 
 What a reader sees on the repository page is what ran here:
 - the setting is CI's: cells flagged `#| slow` or `#| gpu` (without CUDA) and `#| eval: false` cells are left
@@ -129,14 +130,27 @@ def kernel_env() -> dict:
     return env
 
 
+def inject_parameters(nb, params: dict):
+    "Add a cell setting `params` after the papermill `parameters` cell (papermill's habit); ValueError if none."
+    import nbformat
+    i = next((i for i, c in enumerate(nb.cells) if 'parameters' in c.get('metadata', {}).get('tags', [])), None)
+    if i is None: raise ValueError("the notebook has no cell tagged `parameters` to override")
+    cell = nbformat.v4.new_code_cell('# injected parameters\n' + '\n'.join(f'{k} = {v!r}' for k, v in params.items()))
+    cell.metadata['tags'] = ['injected-parameters']
+    nb.cells.insert(i + 1, cell)
+
+
 def execute(path: Path, kernel: str = 'medseg_lab', timeout: int = 1800, run_flags: tuple = (),
-            out_dir: str | None = None) -> dict:
+            out_dir: str | None = None, params: dict | None = None) -> dict:
     """Execute the notebook at `path` in CI's setting (or with the cells of `run_flags` too, e.g. ('slow',)) and write
     it back with static outputs and its source hash (or, with `out_dir`, a copy there: a record of a slow run)."""
     import nbformat
     from nbclient import NotebookClient
     t0 = time.perf_counter()
     nb = nbformat.read(path, as_version=4)
+    if params:
+        if not out_dir: raise ValueError("parameters change the notebook's code: use them with an output folder (--out)")
+        inject_parameters(nb, params)
     skip_flags = [f for f in ['slow'] + ([] if _cuda() else ['gpu']) if f not in run_flags]
     skipped = {}
     for c in nb.cells:   # nbclient runs every code cell: park the skipped ones as raw cells, restored below
@@ -300,9 +314,19 @@ def main(argv=None) -> int:
     ap.add_argument('--check', action='store_true', help='only report fresh / stale / never executed')
     ap.add_argument('--flags', default='', help='flags of cells to execute too, e.g. "slow" (make reproduce)')
     ap.add_argument('--out', default=None, help='write the executed notebooks into this folder, not in place')
+    ap.add_argument('-p', '--param', action='append', default=[], metavar='NAME=VALUE',
+                    help='override a parameters-cell value (a Python literal, else a string); needs --out')
     ap.add_argument('--stale', action='store_true', help='execute only notebooks that are stale or never executed')
     a = ap.parse_args(argv)
     nbs = _resolve(a.notebooks)
+    params = {}
+    for kv in a.param:
+        k, sep, v = kv.partition('=')
+        if not sep or not k.isidentifier(): ap.error(f"--param wants NAME=VALUE, got {kv!r}")
+        import ast
+        try: params[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError): params[k] = v
+    if params and not a.out: ap.error("--param needs --out: the committed notebooks run with their own defaults")
     if a.check:
         bad = 0
         for p in nbs:
@@ -320,7 +344,8 @@ def main(argv=None) -> int:
     t0, failed = time.perf_counter(), []
     with ProcessPoolExecutor(max(1, a.jobs)) as ex:
         n = len(nbs)
-        for r in ex.map(execute, nbs, [a.kernel] * n, [a.timeout] * n, [tuple(a.flags.split())] * n, [a.out] * n):
+        for r in ex.map(execute, nbs, [a.kernel] * n, [a.timeout] * n, [tuple(a.flags.split())] * n, [a.out] * n,
+                        [params] * n):
             print(f"  {r['status']:>6}  {r['seconds']:6.1f} s  {Path(r['path']).relative_to(REPO)}  {r['message'][:300]}",
                   flush=True)
             if r['status'] != 'ok':

@@ -129,3 +129,14 @@ def test_large_images_are_downscaled():
     im = Image.open(io.BytesIO(base64.b64decode(b64)))
     assert max(im.size) == nbexec.MAX_SIDE and meta == {}
     assert im.mode == "P", "a PNG still too large after downscaling is re-encoded with a 256-colour palette"
+
+
+def test_parameters_are_injected_after_the_parameters_cell():
+    "`make reproduce PARAMS=...` overrides an experiment's defaults the way papermill does, in a cell of its own."
+    import nbformat
+    nb = nbformat.from_dict(_demo_nb())
+    nbexec.inject_parameters(nb, {"x": 5, "name": "real"})
+    assert nb.cells[2].metadata["tags"] == ["injected-parameters"] and "x = 5" in nb.cells[2].source
+    assert "name = 'real'" in nb.cells[2].source
+    del nb.cells[1].metadata["tags"]
+    with pytest.raises(ValueError, match="parameters"): nbexec.inject_parameters(nb, {"x": 1})
