@@ -123,6 +123,12 @@ def test_pages_render_in_headless_chromium(site):
             label = pg.eval_on_selector(".cell.tag_nb-test > .cell_input",
                                         "e => getComputedStyle(e, '::before').content")
             assert "test" in label, label
+            keep = os.environ.get("MEDSEG_LAB_TEST_ARTIFACTS")    # screenshots for a person to look at
+            if keep:
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                for doc in ("index", "02_metrics", "40_viz", "api/medseg_lab.metrics"):
+                    pg.goto((site / f"{doc}.html").as_uri()); pg.set_viewport_size({"width": 1400, "height": 1000})
+                    pg.screenshot(path=str(Path(keep) / f"docs_{doc.replace('/', '_')}.png"))
         finally:
             browser.close()
     assert not problems, "\n".join(problems[:40])
