@@ -140,12 +140,34 @@ def inject_parameters(nb, params: dict):
     nb.cells.insert(i + 1, cell)
 
 
-def execute(path: Path, kernel: str = 'medseg_lab', timeout: int = 1800, run_flags: tuple = (),
+def _client_class():
+    "nbclient's NotebookClient, poking the kernel while a cell runs (a Qt event loop can miss a request otherwise)."
+    import asyncio
+    from nbclient import NotebookClient
+
+    class Client(NotebookClient):
+        async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+            poke = asyncio.ensure_future(self._poke())
+            try: return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+            finally: poke.cancel()
+
+        async def _poke(self, every: float = 10.0):
+            # After `%gui qt` (napari) the kernel waits in Qt's event loop for its shell socket's edge-triggered
+            # notifier; a request that arrives while the loop is being set up can be left unread, and the run would
+            # wait forever. A kernel_info request now and then is new activity on that socket; its replies are
+            # ignored by nbclient (they answer no cell).
+            while True:
+                await asyncio.sleep(every)
+                try: self.kc.kernel_info()
+                except Exception: return
+    return Client
+
+
+def execute(path: Path, kernel: str = 'medseg_lab', timeout: int = 900, run_flags: tuple = (),
             out_dir: str | None = None, params: dict | None = None) -> dict:
     """Execute the notebook at `path` in CI's setting (or with the cells of `run_flags` too, e.g. ('slow',)) and write
     it back with static outputs and its source hash (or, with `out_dir`, a copy there: a record of a slow run)."""
     import nbformat
-    from nbclient import NotebookClient
     t0 = time.perf_counter()
     nb = nbformat.read(path, as_version=4)
     if params:
@@ -160,21 +182,33 @@ def execute(path: Path, kernel: str = 'medseg_lab', timeout: int = 1800, run_fla
                 skipped[c.get('id')] = why; c.cell_type = 'raw'; c.metadata['_nbexec_skip'] = True
                 c.pop('outputs', None); c.pop('execution_count', None)
     os.environ.update(kernel_env())
-    client = NotebookClient(nb, kernel_name=kernel, timeout=timeout if timeout > 0 else None, store_widget_state=True,
-                            resources={'metadata': {'path': str(path.parent)}})
+    hooks = {}
+    if os.environ.get('NBEXEC_VERBOSE'):   # one line per cell on stderr: where a long or stuck run is
+        def _start(cell, cell_index):
+            first = (cell.source.splitlines() or [''])[0][:70]
+            print(f"    {path.name} [{cell_index}] {time.perf_counter() - t0:7.1f} s  {first}", file=sys.stderr, flush=True)
+        hooks['on_cell_start'] = _start
+    def _snapshot(cell, cell_index, execute_reply):   # widgets as the cell left them: their default state
+        ids = [o['data'][WIDGET_VIEW].get('model_id') for o in cell.get('outputs', []) if WIDGET_VIEW in o.get('data', {})]
+        if ids: cell.metadata['_nbexec_widgets'] = _reachable(ids, client.widget_state)
+    hooks['on_cell_executed'] = _snapshot
+    client = _client_class()(nb, kernel_name=kernel, timeout=timeout if timeout > 0 else None, store_widget_state=True,
+                            resources={'metadata': {'path': str(path.parent)}}, **hooks)
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     try:
         client.execute()
-        error = None
+        error, transient = None, False
     except Exception as e:   # CellExecutionError carries the traceback text
         error = f"{type(e).__name__}: {str(e)[-3000:]}"
+        transient = isinstance(e, (CellTimeoutError, DeadKernelError))   # a hung or killed kernel, not a failing cell
     for c in nb.cells:
         if c.metadata.pop('_nbexec_skip', False):
             c.cell_type = 'code'; c.outputs = []; c.execution_count = None
     secs = time.perf_counter() - t0
-    if error: return dict(path=str(path), status='failed', seconds=secs, message=error)
+    if error: return dict(path=str(path), status='failed', seconds=secs, message=error, transient=transient)
     state = nb.metadata.pop('widgets', {}).get(WIDGET_STATE, {}).get('state', {})
     for c in nb.cells:
-        if c.cell_type == 'code': c.outputs = static_outputs(c.outputs, state)
+        if c.cell_type == 'code': c.outputs = static_outputs(c.outputs, c.metadata.pop('_nbexec_widgets', None) or state)
     import medseg_lab
     setting = ('ci' if not run_flags else 'with ' + ', '.join(f'#| {f}' for f in run_flags) + ' cells') + (
         ': ' + ', '.join(f'#| {f}' for f in skip_flags) + ' cells not executed' if skip_flags else '')
@@ -237,6 +271,22 @@ def _shrink(b64, mime: str, meta: dict):
     return base64.b64encode(buf.getvalue()).decode('ascii'), meta
 
 
+def _reachable(ids: list, widget_state: dict) -> dict:
+    "Copies of the states of the widgets `ids` and of every widget they refer to (children, Output widgets)."
+    import copy
+    out, todo = {}, list(ids)
+    while todo:
+        mid = todo.pop()
+        if not mid or mid in out or mid not in widget_state: continue
+        st = widget_state[mid]
+        slim = {k: v for k, v in st.items() if k not in ('_esm', '_css')}     # anywidget's JavaScript: not needed
+        out[mid] = dict(model_name=st.get('_model_name'), state=copy.deepcopy(slim))
+        for v in st.values():
+            for x in (v if isinstance(v, list) else [v]):
+                if _ref(x): todo.append(_ref(x))
+    return out
+
+
 def _ref(v):
     return v[len('IPY_MODEL_'):] if isinstance(v, str) and v.startswith('IPY_MODEL_') else None
 
@@ -272,8 +322,8 @@ def widget_render(model_id: str, state: dict) -> list:
         b = bars[0]; total = b.get('max') or 0
         line = ' '.join(texts) or f"{b.get('value', 0)}/{total}"
         return [dict(output_type='stream', name='stderr', text=line + '\n')]
-    note = ('Interactive widget, shown here in its default state' + (f" ({', '.join(controls)})" if controls else '')
-            + ': run the notebook to use its controls.')
+    note = ('Interactive widget, shown here as a static image of its state after its cell ran'
+            + (f" ({', '.join(controls)})" if controls else '') + ': run the notebook to use its controls.')
     return [dict(output_type='display_data', metadata={},
                  data={'text/plain': note, 'text/markdown': f'*{note}*'})] + [dict(o) for o in outputs]
 
@@ -309,13 +359,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('notebooks', nargs='*', help='notebooks or folders (default: every notebook under nbs/)')
     ap.add_argument('--jobs', type=int, default=int(os.environ.get('NBEXEC_JOBS', 2)), help='notebooks at a time')
-    ap.add_argument('--timeout', type=int, default=1800, help='seconds per cell')
+    ap.add_argument('--timeout', type=int, default=900, help='seconds per cell (0: no limit)')
+    ap.add_argument('--retries', type=int, default=1, help='reruns of a notebook whose kernel died or hung')
     ap.add_argument('--kernel', default='medseg_lab')
     ap.add_argument('--check', action='store_true', help='only report fresh / stale / never executed')
     ap.add_argument('--flags', default='', help='flags of cells to execute too, e.g. "slow" (make reproduce)')
     ap.add_argument('--out', default=None, help='write the executed notebooks into this folder, not in place')
     ap.add_argument('-p', '--param', action='append', default=[], metavar='NAME=VALUE',
                     help='override a parameters-cell value (a Python literal, else a string); needs --out')
+    ap.add_argument('-v', '--verbose', action='store_true', help='print each cell as it starts')
     ap.add_argument('--stale', action='store_true', help='execute only notebooks that are stale or never executed')
     a = ap.parse_args(argv)
     nbs = _resolve(a.notebooks)
@@ -335,6 +387,7 @@ def main(argv=None) -> int:
             bad += st == 'stale' or (st == 'never executed' and req)
             print(f"{st:>15}  {p.relative_to(REPO)}  ({why}{'; required' if req else ''})")
         return 1 if bad else 0
+    if a.verbose: os.environ['NBEXEC_VERBOSE'] = '1'
     if a.stale: nbs = [p for p in nbs if freshness(p)[0] != 'fresh']
     if not os.environ.get('DISPLAY') and shutil.which('xvfb-run') and not os.environ.get('NBEXEC_XVFB'):
         os.environ['NBEXEC_XVFB'] = '1'    # one virtual display for every kernel (napari cells), for the whole run
@@ -348,6 +401,11 @@ def main(argv=None) -> int:
                         [params] * n):
             print(f"  {r['status']:>6}  {r['seconds']:6.1f} s  {Path(r['path']).relative_to(REPO)}  {r['message'][:300]}",
                   flush=True)
+            if r['status'] != 'ok' and r.get('transient') and a.retries > 0:   # a stuck Qt event loop, say: once more
+                print(f"  retrying {Path(r['path']).relative_to(REPO)} on its own", flush=True)
+                r = execute(Path(r['path']), a.kernel, a.timeout, tuple(a.flags.split()), a.out, params)
+                print(f"  {r['status']:>6}  {r['seconds']:6.1f} s  {Path(r['path']).relative_to(REPO)}  {r['message'][:300]}",
+                      flush=True)
             if r['status'] != 'ok':
                 failed.append(r); print(r['message'], file=sys.stderr)
     print(f"nbexec: {len(nbs) - len(failed)} executed, {len(failed)} failed in {time.perf_counter() - t0:.0f} s")
