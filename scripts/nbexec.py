@@ -200,7 +200,8 @@ def execute(path: Path, kernel: str = 'medseg_lab', timeout: int = 900, run_flag
         error, transient = None, False
     except Exception as e:   # CellExecutionError carries the traceback text
         error = f"{type(e).__name__}: {str(e)[-3000:]}"
-        transient = isinstance(e, (CellTimeoutError, DeadKernelError))   # a hung or killed kernel, not a failing cell
+        # a hung or killed kernel, or kaleido's headless Chromium failing under load: worth one more try
+        transient = isinstance(e, (CellTimeoutError, DeadKernelError)) or 'kaleido' in str(e)
     for c in nb.cells:
         if c.metadata.pop('_nbexec_skip', False):
             c.cell_type = 'code'; c.outputs = []; c.execution_count = None
@@ -209,6 +210,13 @@ def execute(path: Path, kernel: str = 'medseg_lab', timeout: int = 900, run_flag
     state = nb.metadata.pop('widgets', {}).get(WIDGET_STATE, {}).get('state', {})
     for c in nb.cells:
         if c.cell_type == 'code': c.outputs = static_outputs(c.outputs, c.metadata.pop('_nbexec_widgets', None) or state)
+    for i, c in enumerate(nb.cells):   # a widget callback that raised leaves its traceback in the widget, not the cell
+        if 'raises-exception' in c.get('metadata', {}).get('tags', []): continue
+        for o in c.get('outputs', []):
+            if o.get('output_type') == 'error':
+                tb = '\n'.join(o.get('traceback', []))
+                return dict(path=str(path), status='failed', seconds=secs, transient='kaleido' in tb,
+                            message=f"cell {i}: an output holds a traceback ({o.get('ename')}: {o.get('evalue', '')[:200]})")
     import medseg_lab
     setting = ('ci' if not run_flags else 'with ' + ', '.join(f'#| {f}' for f in run_flags) + ' cells') + (
         ': ' + ', '.join(f'#| {f}' for f in skip_flags) + ' cells not executed' if skip_flags else '')
