@@ -130,9 +130,6 @@ def _engine(executor, workers:int, n:int) -> tuple:
                                    initializer=_mod._die_with_parent, initargs=(os.getpid(),)), True
     if type(executor).__module__.split('.')[0] == 'distributed' and hasattr(executor, 'get_executor'):
         return executor.get_executor(pure=False), False   # a dask.distributed Client: its concurrent.futures face
-    if not callable(getattr(executor, 'submit', None)):
-        raise TypeError(f"executor must have submit(fn, *args) (a concurrent.futures.Executor, a Dask Client or its "
-                        f"get_executor(), a submitit executor), got {type(executor).__name__}")
     return executor, False
 
 def _submit(ex, fn, jobs:list) -> list:
@@ -168,6 +165,9 @@ def run_sweep(notebook=None, # a papermill notebook with a `parameters` cell (No
              ) -> pd.DataFrame:
     "Execute `notebook` once per grid point; one summary row per point (status, error, duration, paths, parameters)."
     if int(workers) != workers or workers < 1: raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if executor is not None and not callable(getattr(executor, 'submit', None)):
+        raise TypeError(f"executor must have submit(fn, *args) (a concurrent.futures.Executor, a Dask Client or its "
+                        f"get_executor(), a submitit executor), got {type(executor).__name__}")
     if resume is None:
         if notebook is None or grid is None: raise ValueError("run_sweep needs a notebook and a grid (or resume=<sweep folder>)")
         notebook = Path(notebook).resolve()
