@@ -91,7 +91,7 @@ def _read_sweep(folder) -> tuple:
     return spec, finished
 
 def _set_aside(run_dir:Path) -> Path|None:
-    "Rename an earlier attempt's non-empty folder to `<name>.attempt<k>` (kept, never overwritten); a fresh one is made."
+    "Rename an earlier attempt's non-empty folder to `<name>.attempt<k>` (kept, never overwritten); make a fresh one."
     moved = None
     if run_dir.is_dir() and any(run_dir.iterdir()):
         k = 1
@@ -169,16 +169,18 @@ def run_sweep(notebook=None, # a papermill notebook with a `parameters` cell (No
         raise TypeError(f"executor must have submit(fn, *args) (a concurrent.futures.Executor, a Dask Client or its "
                         f"get_executor(), a submitit executor), got {type(executor).__name__}")
     if resume is None:
-        if notebook is None or grid is None: raise ValueError("run_sweep needs a notebook and a grid (or resume=<sweep folder>)")
+        if notebook is None or grid is None:
+            raise ValueError("run_sweep needs a notebook and a grid (or resume=<sweep folder>)")
         notebook = Path(notebook).resolve()
         if not notebook.is_file(): raise FileNotFoundError(f"notebook {notebook} does not exist")
         points, finished = expand_grid(grid), {}
-        settings = dict(kernel_name=kernel_name, cwd=str(cwd or notebook.parent), timeout=timeout, pass_out_dir=pass_out_dir)
+        settings = dict(kernel_name=kernel_name, cwd=str(cwd or notebook.parent), timeout=timeout,
+                        pass_out_dir=pass_out_dir)
     else:
         spec, finished = _read_sweep(resume)
         notebook, points = _resume_check(spec, notebook, grid)
-        settings = {**dict(kernel_name=kernel_name, cwd=str(notebook.parent), timeout=timeout, pass_out_dir=pass_out_dir),
-                    **spec.get('settings', {})}
+        settings = {**dict(kernel_name=kernel_name, cwd=str(notebook.parent), timeout=timeout,
+                           pass_out_dir=pass_out_dir), **spec.get('settings', {})}
     known = notebook_parameters(notebook)
     unknown = sorted({k for p in points for k in p if k not in known})
     if unknown: raise ValueError(f"{unknown} not parameters of {notebook.name}; its parameters: "
@@ -202,7 +204,8 @@ def _resume_check(spec:dict, notebook, grid) -> tuple:
     if not nb.is_file(): raise FileNotFoundError(f"resume: the sweep's notebook {nb} does not exist any more")
     points = spec['points']
     if grid is not None and json.loads(json.dumps(expand_grid(grid), default=str)) != points:
-        raise ValueError("resume: the grid differs from the sweep's grid.json (omit grid= to resume it, or start a new sweep)")
+        raise ValueError("resume: the grid differs from the sweep's grid.json "
+                         "(omit grid= to resume it, or start a new sweep)")
     if spec.get('notebook_sha256') not in (None, _sha256(nb)):
         print(f"note: {nb.name} changed since the sweep started; the points kept ran the earlier version")
     return nb, points
@@ -251,8 +254,8 @@ def machine_summary() -> str:
     except OSError: pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ''
-    return (f"{cpu}, {cores} cores available, torch {torch.get_num_threads()} threads{gpu}; {platform.system()} {platform.machine()}, "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
+    return (f"{cpu}, {cores} cores available, torch {torch.get_num_threads()} threads{gpu}; "
+            f"{platform.system()} {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}")
 
 def _cell(v, floatfmt):
     if v is None or (isinstance(v, float) and v != v): return '–'
@@ -273,7 +276,8 @@ def results_markdown(table:pd.DataFrame, # the results (e.g. from `collect_resul
     date = date or _dt.datetime.now(_dt.timezone.utc)
     lines = ([f"### {title}", ""] if title else []) + [
         '| ' + ' | '.join(map(str, cols)) + ' |',
-        '|' + '|'.join('---' if pd.api.types.is_string_dtype(table[c]) or table[c].dtype == object else '--:' for c in cols) + '|']
+        '|' + '|'.join('---' if pd.api.types.is_string_dtype(table[c]) or table[c].dtype == object else '--:'
+                       for c in cols) + '|']
     lines += ['| ' + ' | '.join(_cell(v, floatfmt) for v in row) + ' |' for row in table[cols].itertuples(index=False)]
     lines += ["", f"_Measured {date:%Y-%m-%d %H:%M} UTC on {machine_summary()}._"]
     if note: lines += ["", note]
