@@ -65,12 +65,22 @@ def test_bad_grid_fails_before_anything_runs(tmp_path):
     assert expand_grid({'a': [1, 2], 'b': 'z'}) == [{'a': 1, 'b': 'z'}, {'a': 2, 'b': 'z'}]
 
 
-def test_dask_and_submitit_give_the_local_pools_summary(tmp_path):
+GRID = {'x': [1, 2, 3, 4]}
+
+
+@pytest.fixture(scope='module')
+def local_sweep(tmp_path_factory):
+    "The reference: the 4-point sweep (x=2 fails) in the local pool of 2 processes, uninterrupted."
+    folder = tmp_path_factory.mktemp('local')
+    nb = _notebook(folder)
+    return nb, run_sweep(nb, GRID, out_dir=folder / 'out', workers=2)
+
+
+def test_dask_and_submitit_give_the_local_pools_summary(tmp_path, local_sweep):
     "A 4-point sweep with one failing point: local pool, a real Dask LocalCluster (2 worker processes), submitit."
     distributed = pytest.importorskip("distributed")
     submitit = pytest.importorskip("submitit")
-    nb, grid = _notebook(tmp_path), {'x': [1, 2, 3, 4]}
-    local = run_sweep(nb, grid, out_dir=tmp_path / 'local', workers=2)
+    (nb, local), grid = local_sweep, GRID
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
          distributed.Client(cluster) as client:
         on_dask = run_sweep(nb, grid, out_dir=tmp_path / 'dask', executor=client)
@@ -95,9 +105,8 @@ def _alive(pid: int) -> bool:
     except OSError: return True
 
 
-def test_sigkilled_sweep_resumes_to_the_uninterrupted_summary(tmp_path):
-    nb, grid = _notebook(tmp_path), {'x': [1, 2, 3, 4]}
-    whole = run_sweep(nb, grid, out_dir=tmp_path / 'whole', workers=1)
+def test_sigkilled_sweep_resumes_to_the_uninterrupted_summary(tmp_path, local_sweep):
+    nb, whole = local_sweep
     driver = subprocess.Popen([sys.executable, '-c', "import sys; from medseg_lab.sweep import run_sweep; "
                                "run_sweep(sys.argv[1], {'x': [1, 2, 3, 4]}, out_dir=sys.argv[2], workers=1)",
                                str(nb), str(tmp_path / 'killed')],
