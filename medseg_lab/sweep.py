@@ -187,7 +187,9 @@ def run_sweep(notebook=None, # a papermill notebook with a `parameters` cell (No
                                  f"{', '.join(known) or '(none: tag a cell `parameters`)'}")
     sweep_dir = Path(resume) if resume is not None else _new_sweep(notebook, points, out_dir, settings)
     lock = _lock(sweep_dir)
-    try: df = _run_points(notebook, points, sweep_dir, finished, settings, known, executor, workers)
+    try:
+        if resume is not None: finished = _read_sweep(sweep_dir)[1]   # read again under the lock: what is done now
+        df = _run_points(notebook, points, sweep_dir, finished, settings, known, executor, workers)
     finally:
         if lock is not None: os.close(lock)
     n_bad = int((df.status != 'ok').sum())

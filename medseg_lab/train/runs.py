@@ -133,7 +133,9 @@ def _collect_sweep(sweep:Path, over) -> pd.DataFrame:
     else: agg = pd.DataFrame(columns=by + ['n_runs'])
     base = (pts.groupby(keys, sort=False, dropna=False)['n_failed'].sum().reset_index() if keys
             else pd.DataFrame({'n_failed': [int(pts.n_failed.sum())]}))
-    table = base.merge(agg, on=keys, how='left') if keys else base.join(agg, how='outer' if len(agg) else 'left')
+    if keys: table = base.merge(agg, on=keys, how='left')
+    elif len(agg): table = agg.assign(n_failed=int(pts.n_failed.sum()))   # everything averaged
+    else: table = base.assign(n_runs=0)
     table['n_runs'] = table['n_runs'].fillna(0).astype(int)
     table = table[by + ['n_runs', 'n_failed'] + [c for c in table.columns if c not in by + ['n_runs', 'n_failed']]]
     table.attrs.update(grid=keys, over=over)
