@@ -9,12 +9,22 @@ from pathlib import Path
 import pandas as pd
 from ..core import get_device
 from . import TrainConfig, _one_of
-from .loop import RunResult, _load_ckpt
+from .loop import RunResult
+from .folders import _load_ckpt, _read_config
 
 # %% auto #0
 __all__ = ['load_run', 'collect_results']
 
 # %% ../../nbs/30c_train.runs.ipynb #a151f67c
+def _history(path:Path, ckpt:dict) -> pd.DataFrame:
+    "history.csv, or the checkpoint's own rows when history.csv is missing, damaged or behind them."
+    rows = [dict(r) for r in ckpt['history']] if 'history' in ckpt else None
+    try: csv = pd.read_csv(path / 'history.csv')
+    except (OSError, ValueError): csv = None   # pandas' parser errors are ValueErrors
+    if csv is None and rows is None:
+        raise FileNotFoundError(f"run folder {path} has no readable history.csv and its checkpoint holds no history")
+    return csv if rows is None or (csv is not None and len(csv) >= len(rows)) else pd.DataFrame(rows)
+
 def load_run(path, # a run folder written by `train`
              which:str='best', # 'best' (best.pt, the weights metrics.json scores) or 'last' (checkpoint.pt)
              device=None, # where to put the model (None: CPU)
@@ -24,16 +34,19 @@ def load_run(path, # a run folder written by `train`
     _one_of(which, ('best', 'last'), 'checkpoint')
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f"run folder {path} does not exist")
-    ck = {'best': 'best.pt', 'last': 'checkpoint.pt'}[which]
-    missing = [f for f in ('config.json', 'history.csv', ck) if not (path / f).exists()]
-    if missing: raise FileNotFoundError(f"run folder {path} is missing {', '.join(missing)} (train() writes config.json, "
-                                        "history.csv, checkpoint.pt, best.pt and, when finished, metrics.json)")
-    state = _load_ckpt(path / ck)
+    ck, other = {'best': ('best.pt', 'last'), 'last': ('checkpoint.pt', 'best')}[which]
+    if not (path / ck).exists():
+        raise FileNotFoundError(f"run folder {path} has no {ck} (train() writes config.json, checkpoint.pt, best.pt, "
+                                "history.csv and, when finished, metrics.json)")
+    state = _load_ckpt(path / ck, advice=f"load_run({str(path)!r}, which={other!r}) loads the other checkpoint")
+    if 'model_config' not in state or 'model' not in state:
+        raise ValueError(f"{path / ck} is not a checkpoint written by train() (no model_config/model): "
+                         "use medseg_lab.train.load_weights to load plain weights into a model you build")
+    cfg = _read_config(path)
     model = model_from_config(state['model_config']); model.load_state_dict(state['model'])
     model = model.to(get_device(device) if device is not None else 'cpu').eval()
     metrics = json.loads((path / 'metrics.json').read_text()) if (path / 'metrics.json').exists() else {}
-    cfg = TrainConfig.from_dict(json.loads((path / 'config.json').read_text()))
-    return RunResult(path, model, pd.read_csv(path / 'history.csv'), metrics, cfg)
+    return RunResult(path, model, _history(path, state), metrics, cfg)
 
 # %% ../../nbs/30c_train.runs.ipynb #0c1f1d81
 _RUN_FILES = ('config.json', 'metrics.json', 'checkpoint.pt')
