@@ -137,6 +137,7 @@ class CNMBlock(nn.Module):
     @torch.no_grad()
     def update_f_stats(self, y0:torch.Tensor, yT:torch.Tensor):
         "Fold one batch's per-channel mean and variance of f (over batch and space) into the record, momentum m (Eq. 3)."
+        if y0.shape[0] == 0: return                     # an empty batch has no statistics: the record stays as it is
         for i, f in enumerate(self.f_values(y0.detach(), yT.detach())):
             dims = (0, *range(2, f.ndim))
             n = f.numel() // f.shape[1]
