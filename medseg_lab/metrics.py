@@ -31,8 +31,9 @@ def _check_unambiguous(pred, target):
     if pred.ndim != 4 or pred.shape[1] == 1: return                # 5D, or a single binary channel: unambiguous
     for n, x in (('pred', pred), ('target', target)):
         if not (x.sum(1) == 1).all():
-            raise ValueError(f"{n} of shape {tuple(x.shape)} with values 0/1 is ambiguous without num_classes: it reads "
-                             f"as one-hot (B, C={x.shape[1]}, H, W) or as a binary 3D label map (B, D={x.shape[1]}, H, W), "
+            raise ValueError(f"{n} of shape {tuple(x.shape)} with values 0/1 is ambiguous without num_classes: it "
+                             f"reads as one-hot (B, C={x.shape[1]}, H, W) or as a binary 3D label map "
+                             f"(B, D={x.shape[1]}, H, W), "
                              "and its channels do not sum to 1 as one-hot channels do. Pass num_classes=2 for a 3D "
                              "label map, or one_hot=True for one-hot or multi-label (overlapping) 2D masks")
 
@@ -178,6 +179,7 @@ def mean_ignoring_nan(values:torch.Tensor, # per-case metric values, e.g. (B, C'
     mean = torch.where(n_ok > 0, total / n_ok.clamp_min(1), torch.full_like(total, float('nan')))
     return mean, (~ok).sum(dim)
 
+# %% ../nbs/02_metrics.ipynb #601b41c6
 @dataclass
 class MetricSummary:
     "Per-class mean of one metric with the number of cases used and excluded (NaN, Inf)."
@@ -191,7 +193,8 @@ class MetricSummary:
 
     @property
     def n_excluded(self) -> int: return int(sum(self.n_nan) + sum(self.n_inf))
-    def to_dict(self) -> dict: return {k: getattr(self, k) for k in ('name', 'class_names', 'mean', 'std', 'n_valid', 'n_nan', 'n_inf')}
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ('name', 'class_names', 'mean', 'std', 'n_valid', 'n_nan', 'n_inf')}
     def __str__(self):
         rows = [f"{self.name}:"]
         for c, m, s, n, a, i in zip(self.class_names, self.mean, self.std, self.n_valid, self.n_nan, self.n_inf):
@@ -220,6 +223,7 @@ def aggregate(values:torch.Tensor, # (B, C') per-case values from one metric
                       f"(per class NaN {s.n_nan}, Inf {s.n_inf}); see empty_mask_counts for why", stacklevel=2)
     return s
 
+# %% ../nbs/02_metrics.ipynb #524af371
 def empty_mask_counts(pred, target, num_classes:int|None=None, include_background:bool=False,
                       one_hot:bool|None=None) -> dict:
     "Per-class counts of cases with both masks empty, only the target empty, only the prediction empty (missed)."

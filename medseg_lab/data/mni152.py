@@ -77,14 +77,14 @@ def _cache_load(path:Path):
     return obj
 
 def _cache_save(obj, path:Path):
-    "Write `obj` to the disk cache atomically; where that fails, keep it in memory only, with a warning (once a folder)."
+    "Write `obj` to the disk cache atomically; where that fails, keep it in memory only and warn (once a folder)."
     try: atomic_save(obj, path)
     except OSError as e:
         _CACHE_EVENTS['unwritable'] += 1
         if str(path.parent) not in _UNWRITABLE:
             _UNWRITABLE.add(str(path.parent))
-            warnings.warn(f"cannot write medseg_lab's data cache in {path.parent} ({e.strerror or e}): the bundled data "
-                          "stays in memory for this process only, and the next process builds it again. Set "
+            warnings.warn(f"cannot write medseg_lab's data cache in {path.parent} ({e.strerror or e}): the bundled "
+                          "data stays in memory for this process only, and the next process builds it again. Set "
                           "MEDSEG_LAB_CACHE to a writable folder to keep it", RuntimeWarning, stacklevel=3)
 
 # %% ../../nbs/01a_data.mni152.ipynb #d8e3d650
@@ -353,6 +353,7 @@ def _lesions_cached(spatial_dims, split, seed, n_lesions, radius, contrast, edem
         return dict(images=im, labels=lb, zoom=zoom, case_ids=case_ids)
     return _disk_cached('mni152_lesions', key, build, _LESION_CODE)
 
+# %% ../../nbs/01a_data.mni152.ipynb #673d4f93
 def mni152_lesions(spatial_dims:int=2, # 2 for slices, 3 for volume blocks
                    split:str='train', # 'train', 'val' or 'test': different anatomy blocks and random draws
                    seed:int=0, # same seed -> identical tensors
@@ -370,13 +371,15 @@ def mni152_lesions(spatial_dims:int=2, # 2 for slices, 3 for volume blocks
                   ) -> SegDataset:
     "Semi-synthetic lesion benchmark: real MNI152 anatomy with procedurally generated lesions (+ edema)."
     if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    if normalize not in ('zscore', 'percentile'): raise ValueError(f"normalize must be 'zscore' or 'percentile', got {normalize!r}")
+    if normalize not in ('zscore', 'percentile'):
+        raise ValueError(f"normalize must be 'zscore' or 'percentile', got {normalize!r}")
     _check_split_axis(split, axis)
     n_lesions, radius, contrast = (tuple(int(v) for v in n_lesions), tuple(float(v) for v in radius),
                                    tuple(float(v) for v in contrast))
     if len(n_lesions) != 2 or not 0 <= n_lesions[0] <= n_lesions[1]:
         raise ValueError(f"n_lesions must be (min, max) with 0 <= min <= max, got {n_lesions}")
-    if len(radius) != 2 or not 0 < radius[0] <= radius[1]: raise ValueError(f"radius must be (min, max) > 0, got {radius}")
+    if len(radius) != 2 or not 0 < radius[0] <= radius[1]:
+        raise ValueError(f"radius must be (min, max) > 0, got {radius}")
     edema_contrast = tuple(float(v) for v in edema_contrast)
     if len(edema_contrast) != 2 or not 0 <= edema_contrast[0] <= edema_contrast[1] < 1:
         raise ValueError(f"edema_contrast must be (min, max) in [0, 1), got {edema_contrast}")
@@ -388,7 +391,8 @@ def mni152_lesions(spatial_dims:int=2, # 2 for slices, 3 for volume blocks
     d = _lesions_cached(spatial_dims, split, int(seed), n_lesions, radius, contrast, bool(edema), float(noise_std),
                         n_draws, size, axis, normalize, edema_contrast, str(cache_dir()))
     nc = 3 if edema else 2
-    return SegDataset(d['images'].clone(), d['labels'].long(), nc, LESION_CLASSES[:nc], spacing=tuple(1. / z for z in d['zoom']),
+    return SegDataset(d['images'].clone(), d['labels'].long(), nc, LESION_CLASSES[:nc],
+                      spacing=tuple(1. / z for z in d['zoom']),
                       name=f"mni152_lesions-{spatial_dims}d-{split}-seed{seed}", transform=transform,
                       case_ids=list(d['case_ids']))
 

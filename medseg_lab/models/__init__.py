@@ -118,6 +118,7 @@ def build_model(name:str, # a registered model, one of `MODELS`
     deviations = [k for k in base if k in {**explicit, **overrides} and _jsonable(kwargs[k]) != _jsonable(base[k])]
     return _instantiate(name, preset, kwargs, deviations)
 
+# %% ../../nbs/09_models.ipynb #b1d04edd
 def model_from_config(config:Mapping, # a `model.config` (e.g. from a checkpoint or its JSON)
                      ) -> nn.Module:
     "Rebuild an (untrained) model from the `config` that `build_model` attached to it."

@@ -186,7 +186,7 @@ class EEDDecoder(nn.Module):
 
 # %% ../../nbs/12_cnmunet.ipynb #89aabcf0
 class CNMUNet(nn.Module):
-    """CNM-UNet (Xu et al., AAAI 2026; `001_2488bdba5b2e436d.txt`): UNet encoder, multi-scale fusion, one continuous nmODE
+    """CNM-UNet (Xu et al., AAAI 2026, Fig. 1b): UNet encoder, multi-scale fusion, one continuous nmODE
     block (CNM-Block) as the decoder; with `decoder="eed"` the explicit-Euler nmODE decoder baseline. 2D and 3D.
 
     Args:
