@@ -98,13 +98,11 @@ check-export: $(READY)
 	  sed "s#$$tmp/##g" "$$tmp"/diff.txt; exit 1; \
 	else echo "check-export: medseg_lab/ equals nbdev_export of nbs/"; fi
 
-# the bundled data's cache lives inside the checkout (its files are keyed by the code that builds them)
-TEST_CACHE ?= $(CURDIR)/.cache/medseg_lab
 nbtest: $(READY)
-	MEDSEG_LAB_CACHE=$(TEST_CACHE) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing --skip_folder_re '^([_.]|experiments$$)'
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing --skip_folder_re '^([_.]|experiments$$)'
 
 pytest: $(READY) $(SYSDEPS)
-	MEDSEG_LAB_TEST_CACHE=$(TEST_CACHE) $(BIN)/pytest tests -q -p no:cacheprovider -p no:napari
+	$(BIN)/pytest tests -q -p no:cacheprovider -p no:napari
 
 ## export: notebooks -> medseg_lab/ (then clean the notebooks' metadata)
 export: $(READY)
