@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #f48ea300
 from __future__ import annotations
-import os, random, secrets, datetime as _dt
+import math, os, random, secrets, datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -14,8 +14,8 @@ import torch.nn as nn
 # %% auto #0
 __all__ = ['POOLS', 'NORMS', 'ACTS', 'get_conv', 'get_conv_transpose', 'get_dropout', 'get_pool', 'interp_mode',
            'ChannelLayerNorm', 'get_norm', 'get_act', 'check_input', 'pad_to_divisor', 'crop_spatial', 'prepare_input',
-           'SegOutput', 'SegDataset', 'seed_everything', 'get_device', 'atomic_save', 'atomic_write_text',
-           'clean_temp_files', 'unique_run_dir']
+           'check_input_dtype', 'SegOutput', 'SegDataset', 'seed_everything', 'get_device', 'atomic_save',
+           'atomic_write_text', 'clean_temp_files', 'unique_run_dir']
 
 # %% ../nbs/00_core.ipynb #39783eee
 def _check_dims(spatial_dims):
@@ -59,13 +59,37 @@ class ChannelLayerNorm(nn.Module):
         shape = (1, -1) + (1,) * (x.ndim - 2)
         return x * self.weight.view(shape) + self.bias.view(shape)
 
+class _CheckedNorm:
+    "Batch/instance norm that passes an empty batch through and explains a single value per channel."
+    def _get_name(self): return type(self).__mro__[2].__name__   # print as torch's class
+    def forward(self, x):
+        if x.shape[0] == 0: return x.clone()
+        spatial = math.prod(x.shape[2:])
+        if isinstance(self, nn.modules.batchnorm._BatchNorm) and self.training and x.shape[0] * spatial == 1:
+            raise ValueError(f"{self._get_name()} in training needs more than one value per channel, got input "
+                             f"{tuple(x.shape)}: batch size 1 and an input this small leave a single voxel at this "
+                             "depth of the network. Train on batches of 2 or more, on a larger input (patch_size), "
+                             "or with norm='instance'")
+        if isinstance(self, nn.modules.instancenorm._InstanceNorm) and spatial == 1 \
+                and (self.training or not self.track_running_stats):
+            raise ValueError(f"{self._get_name()} is undefined on a single voxel (input {tuple(x.shape)}): the "
+                             "network's input is too small for its depth. Make one spatial size at least twice the "
+                             "model's divisor (or use fewer levels)")
+        return super().forward(x)
+
+class _BatchNorm2d(_CheckedNorm, nn.BatchNorm2d): pass
+class _BatchNorm3d(_CheckedNorm, nn.BatchNorm3d): pass
+class _InstanceNorm2d(_CheckedNorm, nn.InstanceNorm2d): pass
+class _InstanceNorm3d(_CheckedNorm, nn.InstanceNorm3d): pass
+
+# %% ../nbs/00_core.ipynb #7c017855
 NORMS = ('batch', 'instance', 'group', 'layer', None)
 def get_norm(name:str|None, spatial_dims:int, channels:int, groups:int=8) -> nn.Module:
     "A normalisation layer instance by `name` ('batch', 'instance', 'group', 'layer' or None for identity)."
     _check_dims(spatial_dims)
     if name is None or name == 'none': return nn.Identity()
-    if name == 'batch': return (nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d)(channels)
-    if name == 'instance': return (nn.InstanceNorm2d if spatial_dims == 2 else nn.InstanceNorm3d)(channels, affine=True)
+    if name == 'batch': return (_BatchNorm2d if spatial_dims == 2 else _BatchNorm3d)(channels)
+    if name == 'instance': return (_InstanceNorm2d if spatial_dims == 2 else _InstanceNorm3d)(channels, affine=True)
     if name == 'group':
         g = max(d for d in range(1, min(groups, channels) + 1) if channels % d == 0)
         return nn.GroupNorm(g, channels)
@@ -133,6 +157,20 @@ def prepare_input(x:torch.Tensor, # the model input, `(B, C, *spatial)`
     "`check_input`, then `pad_to_divisor` when `pad`; returns `(x, original_spatial_shape)` for `crop_spatial`."
     check_input(x, spatial_dims, in_channels, divisor=None if pad else divisor)
     return pad_to_divisor(x, divisor) if pad else (x, tuple(x.shape[2:]))
+
+# %% ../nbs/00_core.ipynb #248e9398
+def check_input_dtype(module:nn.Module, # the model the hook is registered on
+                      args:tuple, # its positional arguments; the first is the input
+                     ):
+    "Forward pre-hook: refuse an input whose floating-point dtype differs from the module's parameters."
+    x = args[0] if args else None
+    if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x): return None   # check_input says the rest
+    p = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if p is None or x.dtype == p.dtype or torch.is_autocast_enabled(x.device.type): return None
+    half = x.dtype in (torch.float16, torch.bfloat16)
+    raise ValueError(f"Input dtype {x.dtype} does not match the model's {p.dtype} parameters: convert the input with "
+                     f"x.to({p.dtype})" + (" (for mixed precision use torch.autocast, which TrainConfig(amp=True) does "
+                                           "on CUDA)" if half else f", or the model with model.to({x.dtype})"))
 
 # %% ../nbs/00_core.ipynb #60db9b23
 @dataclass

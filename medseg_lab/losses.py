@@ -17,6 +17,9 @@ def _check_logits(logits:torch.Tensor) -> None:
         raise ValueError(f"logits must be a float tensor, got {getattr(logits, 'dtype', type(logits).__name__)}")
     if logits.ndim not in (4, 5):
         raise ValueError(f"logits must be (B, C, H, W) or (B, C, D, H, W), got shape {tuple(logits.shape)}")
+    if logits.numel() == 0:
+        raise ValueError(f"logits of shape {tuple(logits.shape)} hold no values: a loss over an empty batch is undefined "
+                         "(torch's mean of nothing is NaN); skip empty batches before the loss")
 
 def _label_map(target:torch.Tensor) -> torch.Tensor:
     "Integer view of a label map; float label maps are accepted only if every value is a whole number."

@@ -19,17 +19,32 @@ __all__ = ['dice', 'iou', 'sensitivity', 'specificity', 'accuracy', 'hd95', 'mea
 # %% ../nbs/02_metrics.ipynb #8a90dd9c
 def _as_tensor(x, name:str) -> torch.Tensor:
     if isinstance(x, np.ndarray): x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor): raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
     x = x.detach().cpu()
     if x.is_floating_point() and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or Inf values")
     return x
 
-def _one_hot_pair(pred, target, num_classes:int|None=None, include_background:bool=False):
+def _check_unambiguous(pred, target):
+    "A 4D 0/1 tensor is one-hot (B, C, H, W) or a binary 3D label map (B, D, H, W): accept only true one-hot ones."
+    if pred.ndim != 4 or pred.shape[1] == 1: return                # 5D, or a single binary channel: unambiguous
+    for n, x in (('pred', pred), ('target', target)):
+        if not (x.sum(1) == 1).all():
+            raise ValueError(f"{n} of shape {tuple(x.shape)} with values 0/1 is ambiguous without num_classes: it "
+                             f"reads as one-hot (B, C={x.shape[1]}, H, W) or as a binary 3D label map "
+                             f"(B, D={x.shape[1]}, H, W), "
+                             "and its channels do not sum to 1 as one-hot channels do. Pass num_classes=2 for a 3D "
+                             "label map, or one_hot=True for one-hot or multi-label (overlapping) 2D masks")
+
+def _one_hot_pair(pred, target, num_classes:int|None=None, include_background:bool=False, one_hot:bool|None=None):
     "Validate `pred`/`target` and return boolean one-hot tensors `(B, C', *spatial)`."
     pred, target = _as_tensor(pred, 'pred'), _as_tensor(target, 'target')
     if pred.shape != target.shape:
         raise ValueError(f"pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    if one_hot is not None and one_hot == (num_classes is not None):
+        raise ValueError(f"one_hot={one_hot} contradicts num_classes={num_classes}: label maps take num_classes, "
+                         "one-hot masks take num_classes=None")
     if num_classes is None:
         if pred.ndim not in (4, 5):
             raise ValueError(f"one-hot input must be (B, C, H, W) or (B, C, D, H, W), got shape {tuple(pred.shape)}; "
@@ -38,11 +53,12 @@ def _one_hot_pair(pred, target, num_classes:int|None=None, include_background:bo
             if not ((x == 0) | (x == 1)).all():
                 raise ValueError(f"{n} is not one-hot (values other than 0/1): for label maps pass num_classes, "
                                  "for probabilities threshold or argmax first")
+        if one_hot is None: _check_unambiguous(pred, target)
         p, t = pred.bool(), target.bool()
     else:
         if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        if pred.ndim in (4, 5) and pred.shape[1] == 1: pred, target = pred[:, 0], target[:, 0]  # (B, 1, *spatial)
+        if pred.ndim in (4, 5) and pred.shape[1] == 1: pred, target = pred[:, 0], target[:, 0]   # (B, 1, *spatial)
         if pred.ndim not in (3, 4):
             raise ValueError(f"label maps must be (B, H, W) or (B, D, H, W), got shape {tuple(pred.shape)}")
         for n, x in (('pred', pred), ('target', target)):
@@ -60,9 +76,9 @@ def _one_hot_pair(pred, target, num_classes:int|None=None, include_background:bo
     return p, t
 
 # %% ../nbs/02_metrics.ipynb #2a74f066
-def _confusion(pred, target, num_classes=None, include_background=False):
+def _confusion(pred, target, num_classes=None, include_background=False, one_hot=None):
     "Per-case, per-class `(tp, fp, fn, tn)` as float64 tensors `(B, C')`."
-    p, t = _one_hot_pair(pred, target, num_classes, include_background)
+    p, t = _one_hot_pair(pred, target, num_classes, include_background, one_hot)
     p, t = p.flatten(2), t.flatten(2)
     tp = (p & t).sum(-1).double(); fp = (p & ~t).sum(-1).double(); fn = (~p & t).sum(-1).double()
     tn = p.shape[-1] - tp - fp - fn
@@ -75,29 +91,34 @@ def dice(pred, target, # label maps (B, *spatial) with `num_classes`, or one-hot
          num_classes:int|None=None, # number of classes of a label map (None: inputs are one-hot)
          include_background:bool=False, # keep channel 0
          spacing=None, # ignored (accepted so all metrics share one signature)
+         one_hot:bool|None=None, # True: (B, C, H, W) 0/1 masks whose channels may overlap (None: detected)
         ) -> torch.Tensor: # (B, C') float32; NaN where the target is empty
     "Dice (DSC) per case and class, MONAI `compute_dice(ignore_empty=True)` conventions."
-    tp, fp, fn, tn = _confusion(pred, target, num_classes, include_background)
+    tp, fp, fn, tn = _confusion(pred, target, num_classes, include_background, one_hot)
     return _ratio(2 * tp, 2 * tp + fp + fn).masked_fill(tp + fn == 0, float('nan'))
 
-def iou(pred, target, num_classes:int|None=None, include_background:bool=False, spacing=None) -> torch.Tensor:
+def iou(pred, target, num_classes:int|None=None, include_background:bool=False, spacing=None,
+           one_hot:bool|None=None) -> torch.Tensor:
     "IoU (Jaccard) per case and class, MONAI `compute_iou(ignore_empty=True)`: NaN where the target is empty."
-    tp, fp, fn, tn = _confusion(pred, target, num_classes, include_background)
+    tp, fp, fn, tn = _confusion(pred, target, num_classes, include_background, one_hot)
     return _ratio(tp, tp + fp + fn).masked_fill(tp + fn == 0, float('nan'))
 
-def sensitivity(pred, target, num_classes:int|None=None, include_background:bool=False, spacing=None) -> torch.Tensor:
+def sensitivity(pred, target, num_classes:int|None=None, include_background:bool=False, spacing=None,
+                   one_hot:bool|None=None) -> torch.Tensor:
     "Sensitivity (recall, TPR) = TP/(TP+FN) per case and class; NaN where the target is empty."
-    tp, fp, fn, tn = _confusion(pred, target, num_classes, include_background)
+    tp, fp, fn, tn = _confusion(pred, target, num_classes, include_background, one_hot)
     return _ratio(tp, tp + fn)
 
-def specificity(pred, target, num_classes:int|None=None, include_background:bool=False, spacing=None) -> torch.Tensor:
+def specificity(pred, target, num_classes:int|None=None, include_background:bool=False, spacing=None,
+                   one_hot:bool|None=None) -> torch.Tensor:
     "Specificity (TNR) = TN/(TN+FP) per case and class; NaN where the target covers every voxel."
-    tp, fp, fn, tn = _confusion(pred, target, num_classes, include_background)
+    tp, fp, fn, tn = _confusion(pred, target, num_classes, include_background, one_hot)
     return _ratio(tn, tn + fp)
 
-def accuracy(pred, target, num_classes:int|None=None, include_background:bool=False, spacing=None) -> torch.Tensor:
+def accuracy(pred, target, num_classes:int|None=None, include_background:bool=False, spacing=None,
+                one_hot:bool|None=None) -> torch.Tensor:
     "Accuracy = (TP+TN)/all voxels per case and class (one-vs-rest for each class)."
-    tp, fp, fn, tn = _confusion(pred, target, num_classes, include_background)
+    tp, fp, fn, tn = _confusion(pred, target, num_classes, include_background, one_hot)
     return _ratio(tp + tn, tp + fp + fn + tn)
 
 # %% ../nbs/02_metrics.ipynb #7654dddb
@@ -106,7 +127,8 @@ def _spacing(spacing, ndim:int) -> tuple:
     sp = np.atleast_1d(np.asarray(spacing, dtype=np.float64)).ravel()
     if sp.size == 1: sp = np.repeat(sp, ndim)
     if sp.size != ndim or not np.all(np.isfinite(sp)) or not np.all(sp > 0):
-        raise ValueError(f"spacing must be one positive number or {ndim} positive numbers (one per spatial axis), got {spacing!r}")
+        raise ValueError(f"spacing must be one positive number or {ndim} positive numbers (one per spatial axis), "
+                         f"got {spacing!r}")
     return tuple(float(s) for s in sp)
 
 def _surface(mask:np.ndarray) -> np.ndarray:
@@ -135,9 +157,10 @@ def hd95(pred, target, # label maps (B, *spatial) with `num_classes`, or one-hot
          num_classes:int|None=None, # number of classes of a label map (None: inputs are one-hot)
          include_background:bool=False, # keep channel 0
          spacing=None, # voxel size: one number or one per spatial axis (None: 1)
+         one_hot:bool|None=None, # True: (B, C, H, W) 0/1 masks whose channels may overlap (None: detected)
         ) -> torch.Tensor: # (B, C') float32 in units of `spacing`; NaN if pred or target is empty
-    "95th-percentile symmetric surface Hausdorff distance per case and class (MONAI `compute_hausdorff_distance(percentile=95)`)."
-    p, t = _one_hot_pair(pred, target, num_classes, include_background)
+    "95th-percentile symmetric surface Hausdorff distance per case and class (MONAI `compute_hausdorff_distance`, 95)."
+    p, t = _one_hot_pair(pred, target, num_classes, include_background, one_hot)
     sp = _spacing(spacing, p.ndim - 2)
     p, t = p.numpy(), t.numpy()
     out = torch.empty(p.shape[:2], dtype=torch.float32)
@@ -156,6 +179,7 @@ def mean_ignoring_nan(values:torch.Tensor, # per-case metric values, e.g. (B, C'
     mean = torch.where(n_ok > 0, total / n_ok.clamp_min(1), torch.full_like(total, float('nan')))
     return mean, (~ok).sum(dim)
 
+# %% ../nbs/02_metrics.ipynb #601b41c6
 @dataclass
 class MetricSummary:
     "Per-class mean of one metric with the number of cases used and excluded (NaN, Inf)."
@@ -169,7 +193,8 @@ class MetricSummary:
 
     @property
     def n_excluded(self) -> int: return int(sum(self.n_nan) + sum(self.n_inf))
-    def to_dict(self) -> dict: return {k: getattr(self, k) for k in ('name', 'class_names', 'mean', 'std', 'n_valid', 'n_nan', 'n_inf')}
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ('name', 'class_names', 'mean', 'std', 'n_valid', 'n_nan', 'n_inf')}
     def __str__(self):
         rows = [f"{self.name}:"]
         for c, m, s, n, a, i in zip(self.class_names, self.mean, self.std, self.n_valid, self.n_nan, self.n_inf):
@@ -198,9 +223,11 @@ def aggregate(values:torch.Tensor, # (B, C') per-case values from one metric
                       f"(per class NaN {s.n_nan}, Inf {s.n_inf}); see empty_mask_counts for why", stacklevel=2)
     return s
 
-def empty_mask_counts(pred, target, num_classes:int|None=None, include_background:bool=False) -> dict:
+# %% ../nbs/02_metrics.ipynb #524af371
+def empty_mask_counts(pred, target, num_classes:int|None=None, include_background:bool=False,
+                      one_hot:bool|None=None) -> dict:
     "Per-class counts of cases with both masks empty, only the target empty, only the prediction empty (missed)."
-    p, t = _one_hot_pair(pred, target, num_classes, include_background)
+    p, t = _one_hot_pair(pred, target, num_classes, include_background, one_hot)
     pe, te = ~p.flatten(2).any(-1), ~t.flatten(2).any(-1)
     return {'both_empty': (pe & te).sum(0).tolist(), 'target_empty': (te & ~pe).sum(0).tolist(),
             'pred_empty': (pe & ~te).sum(0).tolist()}

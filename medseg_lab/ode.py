@@ -159,24 +159,38 @@ _ADAPTIVE = {"dopri5": 6, "dopri8": 13, "bosh3": 3, "fehlberg2": 3, "adaptive_he
 _FIXED_GRID = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 
 def _guard_message(max_num_steps, where, nfe):
-    return (f"ODE solver exceeded max_num_steps={max_num_steps} in the {where} ({nfe} function evaluations): the dynamics "
-            "are stiff or the tolerances too tight for this problem; loosen rtol/atol, raise max_num_steps, or use a "
-            "fixed-grid method")
+    return (f"ODE solver exceeded max_num_steps={max_num_steps} in the {where} ({nfe} function evaluations): the "
+            "dynamics are stiff or the tolerances too tight for this problem; loosen rtol/atol, raise max_num_steps, "
+            "or use a fixed-grid method")
 
 class _CountedFunc(torch.nn.Module):
-    "Wraps `func(t, y)`: counts evaluations per phase (forward / adjoint backward) and enforces the backward step budget."
+    "Wraps `func(t, y)`: counts evaluations per phase, enforces the backward step budget, notes non-finite values."
     def __init__(self, func, max_num_steps, evals_per_step):
         super().__init__()
         self.func = func                       # an nn.Module is registered as a submodule: its parameters are found
         self.max_num_steps, self.evals_per_step = max_num_steps, evals_per_step
-        self.nfe, self.nfe_backward, self.phase = 0, 0, "forward"
+        self.nfe, self.nfe_backward, self.phase, self.trace = 0, 0, "forward", []
     def forward(self, t, y):
         if self.phase == "forward": self.nfe += 1
         else:
             self.nfe_backward += 1
             if self.evals_per_step and self.nfe_backward > self.evals_per_step * self.max_num_steps + 2:
                 raise RuntimeError(_guard_message(self.max_num_steps, "adjoint backward solve", self.nfe_backward))
-        return self.func(t, y)
+        out = self.func(t, y)
+        if self.phase == "forward":            # device-side flags, read only if the solve fails: no sync per step
+            self.trace.append((t.detach(), torch.isfinite(y).all(), torch.isfinite(out).all()))
+        return out
+
+def _nonfinite_message(counted) -> str|None:
+    "Where a solve first met NaN/Inf (the dynamics' output, or the state growing past float range); None if nowhere."
+    for k, (t, y_ok, out_ok) in enumerate(counted.trace, 1):
+        if not y_ok: src = "the state y overflowed to NaN/Inf (the solution grows without bound)"
+        elif not out_ok: src = "the dynamics func(t, y) returned NaN/Inf from a finite state"
+        else: continue
+        return (f"ODE solve failed: {src} at t={float(t):.4g} (function evaluation {k}), so the ODE cannot be "
+                "integrated. Check func for NaN/Inf (in a network: diverged weights, or an input that is not "
+                "normalised), or bound the dynamics")
+    return None
 
 def _unregistered_grad_tensors(module:torch.nn.Module, params) -> list[str]:
     "Names of tensor attributes that require grad but are not among `params` (invisible to the adjoint)."
@@ -184,26 +198,20 @@ def _unregistered_grad_tensors(module:torch.nn.Module, params) -> list[str]:
     return [f"{name + '.' if name else ''}{k}" for name, m in module.named_modules()
             for k, v in vars(m).items() if torch.is_tensor(v) and v.requires_grad and id(v) not in ids]
 
-def solve_continuous(func:Callable[[torch.Tensor, torch.Tensor], torch.Tensor], # f(t, y) -> dy/dt; an nn.Module for the adjoint
-                     y0:torch.Tensor, # initial state, any shape, floating point
-                     t:Sequence[float]|torch.Tensor, # increasing (or decreasing) output times, t[0] is y0's time, >= 2 points
-                     method:str="dopri5", # a torchdiffeq method: adaptive 'dopri5', 'bosh3', … or fixed-grid 'euler', 'rk4', …
-                     adjoint:bool=True, # back-propagate with the adjoint method (O(1) memory) instead of through the steps
-                     rtol:float=1e-3, # relative tolerance (adaptive methods)
-                     atol:float=1e-4, # absolute tolerance (adaptive methods)
-                     first_step:float|None=None, # adaptive: initial step (None: torchdiffeq picks it); fixed-grid: the step size
-                     max_num_steps:int=1000, # step cap (forward and adjoint backward); exceeded -> RuntimeError
-                     adjoint_params:Sequence[torch.Tensor]|None=None, # tensors to differentiate in the adjoint (None: func.parameters())
-                    ) -> tuple[torch.Tensor, int]:
-    "Solve y' = func(t, y), y(t[0]) = y0 with torchdiffeq; returns `(solution (len(t), *y0.shape), forward NFE)`."
+# %% ../nbs/04_ode.ipynb #4b2fac00
+def _solver_options(y0, t, method, rtol, atol, first_step, max_num_steps) -> tuple:
+    "`(t as float64, torchdiffeq options)` for a checked set of `solve_continuous` arguments; `ValueError` otherwise."
     if not isinstance(y0, torch.Tensor) or not torch.is_floating_point(y0):
         raise ValueError(f"y0 must be a floating-point tensor, got {type(y0).__name__} {getattr(y0, 'dtype', '')}")
+    if y0.numel() and not torch.isfinite(y0).all():
+        raise ValueError(f"y0 contains {int((~torch.isfinite(y0)).sum())} NaN/Inf value(s): the ODE cannot be "
+                         "integrated from them; clean the initial state first")
     if method not in _ADAPTIVE and method not in _FIXED_GRID:
         raise ValueError(f"method must be one of {', '.join([*_ADAPTIVE, *_FIXED_GRID])}, got {method!r}")
     if not isinstance(max_num_steps, int) or isinstance(max_num_steps, bool) or max_num_steps < 1:
         raise ValueError(f"max_num_steps must be a positive int, got {max_num_steps!r}")
-    t = torch.as_tensor(t, dtype=torch.float64, device=y0.device).detach()   # times in float64 (torchdiffeq's time dtype):
-                                                                              # a float32 0.05 would overshoot first_step=0.05
+    t = torch.as_tensor(t, dtype=torch.float64, device=y0.device).detach()   # times in float64 (torchdiffeq's time
+                                                                              # dtype): a float32 0.05 overshoots 0.05
     if t.ndim != 1 or len(t) < 2 or not torch.isfinite(t).all():
         raise ValueError(f"t must be a 1-D sequence of at least 2 finite times, got shape {tuple(t.shape)}")
     dt = t[1:] - t[:-1]
@@ -218,31 +226,59 @@ def solve_continuous(func:Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
         if first_step is not None: options["first_step"] = first_step
     elif first_step is not None:
         n = math.ceil(float((t[-1] - t[0]).abs()) / first_step - 1e-9)
-        if n > max_num_steps: raise RuntimeError(_guard_message(max_num_steps, f"forward solve ({n} steps of {first_step})", 0))
+        if n > max_num_steps:
+            raise RuntimeError(_guard_message(max_num_steps, f"forward solve ({n} steps of {first_step})", 0))
         options["step_size"] = first_step
-    elif len(t) - 1 > max_num_steps: raise RuntimeError(_guard_message(max_num_steps, "forward solve (one step per output time)", 0))
+    elif len(t) - 1 > max_num_steps:
+        raise RuntimeError(_guard_message(max_num_steps, "forward solve (one step per output time)", 0))
+    return t, options
+
+def _adjoint_params(func, adjoint_params) -> tuple:
+    "The tensors the adjoint differentiates; refuses tensors that need gradients but would get none."
+    if adjoint_params is None and not isinstance(func, torch.nn.Module):
+        raise ValueError("adjoint=True with a plain callable: pass adjoint_params (the tensors func uses that need "
+                         "gradients, () if none), or make func an nn.Module whose parameters are registered")
+    params = tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
+    if isinstance(func, torch.nn.Module) and adjoint_params is None:      # explicit adjoint_params: the caller decides
+        hidden = _unregistered_grad_tensors(func, params)
+        if hidden:
+            raise ValueError(f"func holds tensor(s) {hidden} that require grad but are not adjoint parameters: the "
+                             "adjoint would give them no gradient (the official CNM-UNet's γ bug). Register them as "
+                             "nn.Parameter of func, or pass them in adjoint_params")
+    return params
+
+# %% ../nbs/04_ode.ipynb #ee17763a
+def solve_continuous(func:Callable[[torch.Tensor, torch.Tensor], torch.Tensor], # f(t, y) -> dy/dt; an nn.Module for the adjoint
+                     y0:torch.Tensor, # initial state, any shape, floating point
+                     t:Sequence[float]|torch.Tensor, # increasing (or decreasing) output times from y0's, >= 2 points
+                     method:str="dopri5", # a torchdiffeq method: adaptive 'dopri5', 'bosh3', … or fixed-grid 'euler', 'rk4', …
+                     adjoint:bool=True, # back-propagate with the adjoint method (O(1) memory) instead of through the steps
+                     rtol:float=1e-3, # relative tolerance (adaptive methods)
+                     atol:float=1e-4, # absolute tolerance (adaptive methods)
+                     first_step:float|None=None, # adaptive: initial step (None: torchdiffeq picks it); fixed-grid: the step
+                     max_num_steps:int=1000, # step cap (forward and adjoint backward); exceeded -> RuntimeError
+                     adjoint_params:Sequence[torch.Tensor]|None=None, # tensors the adjoint differentiates (None: func's parameters)
+                    ) -> tuple[torch.Tensor, int]:
+    "Solve y' = func(t, y), y(t[0]) = y0 with torchdiffeq; returns `(solution (len(t), *y0.shape), forward NFE)`."
+    t, options = _solver_options(y0, t, method, rtol, atol, first_step, max_num_steps)
+    if y0.numel() == 0: return torch.stack([y0] * len(t)), 0       # nothing to integrate (e.g. an empty batch)
     import torchdiffeq                                               # lazily: medseg_lab.ode loads without it
     counted = _CountedFunc(func, max_num_steps, _ADAPTIVE.get(method, 0))
     use_adjoint = adjoint and torch.is_grad_enabled()
     if use_adjoint:
-        if adjoint_params is None and not isinstance(func, torch.nn.Module):
-            raise ValueError("adjoint=True with a plain callable: pass adjoint_params (the tensors func uses that need "
-                             "gradients, () if none), or make func an nn.Module whose parameters are registered")
-        params = tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
-        if isinstance(func, torch.nn.Module) and adjoint_params is None:      # explicit adjoint_params: the caller decides
-            hidden = _unregistered_grad_tensors(func, params)
-            if hidden:
-                raise ValueError(f"func holds tensor(s) {hidden} that require grad but are not adjoint parameters: the adjoint "
-                                 "would give them no gradient (the official CNM-UNet's γ bug). Register them as nn.Parameter "
-                                 "of func, or pass them in adjoint_params")
-        adj_options = {**options, "max_num_steps": max_num_steps + 1} if method in _ADAPTIVE else dict(options)  # our guard fires first
+        params = _adjoint_params(func, adjoint_params)
+        adj_options = {**options, "max_num_steps": max_num_steps + 1} if method in _ADAPTIVE else dict(options)
         solve = lambda: torchdiffeq.odeint_adjoint(counted, y0, t, rtol=rtol, atol=atol, method=method, options=options,
-                                                   adjoint_options=adj_options, adjoint_params=params)
+                                                   adjoint_options=adj_options, adjoint_params=params)   # our guard first
     else: solve = lambda: torchdiffeq.odeint(counted, y0, t, rtol=rtol, atol=atol, method=method, options=options)
     try: solution = solve()
     except AssertionError as e:
         if "max_num_steps" in str(e): raise RuntimeError(_guard_message(max_num_steps, "forward solve", counted.nfe)) from None
+        if "underflow in dt" in str(e) and (msg := _nonfinite_message(counted)): raise FloatingPointError(msg) from None
         raise
+    if not torch.isfinite(solution).all():   # a fixed-grid method steps through NaNs without complaint
+        raise FloatingPointError(_nonfinite_message(counted) or "ODE solve failed: the solution is NaN/Inf")
+    counted.trace.clear()
     if use_adjoint and solution.requires_grad:
         def _to_backward(grad): counted.phase = "backward"           # the adjoint's solve starts right after this hook
         solution.register_hook(_to_backward)

@@ -4,7 +4,8 @@
 
 # %% ../../nbs/01a_data.mni152.ipynb #89e0b9c7
 from __future__ import annotations
-import os, json, hashlib, functools, importlib.util
+import os, json, hashlib, functools, importlib.metadata, importlib.util, types, warnings
+from collections import Counter
 from pathlib import Path
 import numpy as np
 import torch
@@ -20,10 +21,9 @@ __all__ = ['MNI152_FILES', 'TISSUE_CLASSES', 'LESION_CLASSES', 'SPLITS', 'cache_
 MNI152_FILES = {k: f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz" for k in ('t1', 'gm', 'wm')}
 TISSUE_CLASSES = ('background', 'grey matter', 'white matter', 'csf')
 LESION_CLASSES = ('background', 'lesion', 'edema')
-_CACHE_VERSION = 1
 
 def cache_dir() -> Path:
-    "Folder of medseg_lab's on-disk caches: `$MEDSEG_LAB_CACHE`, else `$XDG_CACHE_HOME/medseg_lab`, else `~/.cache/medseg_lab`."
+    "Folder of the on-disk caches: `$MEDSEG_LAB_CACHE`, else `$XDG_CACHE_HOME/medseg_lab`, else `~/.cache/medseg_lab`."
     if os.environ.get('MEDSEG_LAB_CACHE'): return Path(os.environ['MEDSEG_LAB_CACHE']).expanduser()
     base = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
     return Path(base).expanduser() / 'medseg_lab'
@@ -32,12 +32,60 @@ def mni152_files() -> dict:
     "Paths of the T1, GM and WM volumes bundled in nilearn's package data (raises `FileNotFoundError` if absent)."
     spec = importlib.util.find_spec('nilearn')
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("nilearn is not installed; `pip install nilearn` (its wheel bundles the MNI152 template)")
+        raise FileNotFoundError("nilearn is not installed; `pip install nilearn` (its wheel bundles the MNI152 "
+                                "template)")
     root = Path(list(spec.submodule_search_locations)[0]) / 'datasets' / 'data'
     paths = {k: root / f for k, f in MNI152_FILES.items()}
     missing = [str(p) for p in paths.values() if not p.exists()]
     if missing: raise FileNotFoundError(f"MNI152 files missing from nilearn's package data: {missing}")
     return paths
+
+# %% ../../nbs/01a_data.mni152.ipynb #fbb3b12a
+_CACHE_VERSION = 2
+_CACHE_EVENTS = Counter()   # 'read' / 'built' / 'unwritable' / 'corrupt': what the disk cache has done in this process
+_UNWRITABLE = set()         # cache folders already warned about
+
+def _fingerprint(code:types.CodeType) -> bytes:
+    "What a function computes, as bytes: bytecode, names and constants (nested code too), not file or line numbers."
+    parts = [code.co_code, repr(code.co_names).encode(), repr(code.co_varnames).encode()]
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType): parts.append(_fingerprint(c))
+        elif isinstance(c, frozenset): parts.append(repr(sorted(map(repr, c))).encode())   # set order varies by run
+        else: parts.append(repr(c).encode())
+    return b'|'.join(parts)
+
+@functools.lru_cache(maxsize=None)
+def _code_key(*names:str) -> str:
+    "A digest of the generating functions `names` and of the library versions they run on."
+    import scipy
+    h = hashlib.sha1()
+    for name in names:
+        fn = globals()[name]
+        h.update(name.encode()); h.update(_fingerprint(getattr(fn, '__wrapped__', fn).__code__))
+    spec = importlib.util.find_spec('nilearn')
+    nilearn_version = importlib.metadata.version('nilearn') if spec is not None else 'absent'
+    h.update(f"{torch.__version__} {np.__version__} {scipy.__version__} {nilearn_version}".encode())
+    return h.hexdigest()[:16]
+
+def _cache_load(path:Path):
+    "The cached dict at `path`, or None when it is absent or unreadable (then it is rebuilt)."
+    if not path.exists(): return None
+    try: obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception:
+        _CACHE_EVENTS['corrupt'] += 1; return None
+    _CACHE_EVENTS['read'] += 1
+    return obj
+
+def _cache_save(obj, path:Path):
+    "Write `obj` to the disk cache atomically; where that fails, keep it in memory only and warn (once a folder)."
+    try: atomic_save(obj, path)
+    except OSError as e:
+        _CACHE_EVENTS['unwritable'] += 1
+        if str(path.parent) not in _UNWRITABLE:
+            _UNWRITABLE.add(str(path.parent))
+            warnings.warn(f"cannot write medseg_lab's data cache in {path.parent} ({e.strerror or e}): the bundled "
+                          "data stays in memory for this process only, and the next process builds it again. Set "
+                          "MEDSEG_LAB_CACHE to a writable folder to keep it", RuntimeWarning, stacklevel=3)
 
 # %% ../../nbs/01a_data.mni152.ipynb #d8e3d650
 def _ceil16(n): return int(-(-n // 16) * 16)
@@ -73,12 +121,13 @@ def _mni152_base() -> dict:
     "Cropped raw T1 in [0, 1], 4-class tissue labels (uint8), brain mask and the crop box — memory and disk cached."
     return _mni152_base_cached(str(cache_dir()))
 
+_BASE_CODE = ('_ceil16', '_crop_box', '_crop_pad', '_brain_mask', '_mni152_base_cached')
+
 @functools.lru_cache(maxsize=2)
 def _mni152_base_cached(cache_key:str) -> dict:
-    path = Path(cache_key) / f'mni152_base_v{_CACHE_VERSION}.pt'
-    if path.exists():
-        try: return torch.load(path, weights_only=False)
-        except Exception: pass  # a corrupt cache file is rebuilt below
+    path = Path(cache_key) / f'mni152_base_v{_CACHE_VERSION}_{_code_key(*_BASE_CODE)}.pt'
+    if (cached := _cache_load(path)) is not None: return cached
+    _CACHE_EVENTS['built'] += 1
     import nibabel as nib
     vols = {k: np.asarray(nib.load(str(p)).dataobj, dtype=np.float32) / 255. for k, p in mni152_files().items()}
     t1, gm, wm = vols['t1'], vols['gm'], vols['wm']
@@ -89,7 +138,7 @@ def _mni152_base_cached(cache_key:str) -> dict:
     box = _crop_box(brain)
     base = dict(t1=torch.from_numpy(_crop_pad(t1, box)), label=torch.from_numpy(_crop_pad(label, box)),
                 brain=torch.from_numpy(_crop_pad(brain, box)), box=box, shape=t1.shape)
-    atomic_save(base, path)
+    _cache_save(base, path)
     return base
 
 # %% ../../nbs/01a_data.mni152.ipynb #c82e24bf
@@ -183,20 +232,24 @@ def _stack_split(vols, labs, spatial_dims, axis, size, ids):
     return img.contiguous(), lab.contiguous(), zoom, case_ids
 
 # %% ../../nbs/01a_data.mni152.ipynb #30f9e04f
-def _disk_cached(kind, key, build):
-    "Load `build()`'s dict of tensors from the disk cache under a hash of `key`, or build and save it atomically."
-    key = dict(key, layout=_LAYOUT)   # a changed split layout must never be served from an old cache
+_SPLIT_CODE = _BASE_CODE + ('_blocks', '_resize', '_stack_split')
+_TISSUE_CODE = _SPLIT_CODE + ('_normalise', '_tissue_cached')
+_LESION_CODE = _SPLIT_CODE + ('_norm_stats', '_apply_norm', '_rng', '_smooth_noise', '_lesion_block', '_lesions_cached')
+
+def _disk_cached(kind, key, build, code:tuple):
+    "`build()`'s dict of tensors from the disk cache under a digest of `key` and of the `code` that builds it."
+    key = dict(key, layout=_LAYOUT, code=_code_key(*code))   # new layout or new code: never an old file
     h = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = cache_dir() / f'{kind}_v{_CACHE_VERSION}_{h}.pt'
-    if path.exists():
-        try: return torch.load(path, weights_only=False)
-        except Exception: pass
-    out = build(); atomic_save(out, path)
+    if (cached := _cache_load(path)) is not None: return cached
+    _CACHE_EVENTS['built'] += 1
+    out = build(); _cache_save(out, path)
     return out
 
 @functools.lru_cache(maxsize=32)
 def _tissue_cached(spatial_dims, split, size, num_classes, axis, normalize, cache_key):
-    key = dict(spatial_dims=spatial_dims, split=split, size=size, num_classes=num_classes, axis=axis, normalize=normalize)
+    key = dict(spatial_dims=spatial_dims, split=split, size=size, num_classes=num_classes, axis=axis,
+               normalize=normalize)
     def build():
         b = _mni152_base()
         img = _normalise(b['t1'], b['brain'], normalize)
@@ -208,7 +261,7 @@ def _tissue_cached(spatial_dims, split, size, num_classes, axis, normalize, cach
             vols.append(img[ix]); labs.append(lab[ix]); ids.append(f"mni152-{split}-ax{axis}-{s + off}")
         im, lb, zoom, case_ids = _stack_split(vols, labs, spatial_dims, axis, size, ids)
         return dict(images=im, labels=lb.to(torch.uint8), zoom=zoom, case_ids=case_ids)
-    return _disk_cached('mni152_tissue', key, build)
+    return _disk_cached('mni152_tissue', key, build, _TISSUE_CODE)
 
 def mni152_tissue(spatial_dims:int=2, # 2 for axial (or `axis`) slices, 3 for volume blocks
                   split:str='train', # 'train', 'val' or 'test' (see `mni152_split_ranges`)
@@ -220,8 +273,10 @@ def mni152_tissue(spatial_dims:int=2, # 2 for axial (or `axis`) slices, 3 for vo
                  ) -> SegDataset:
     "The bundled MNI152 2009a template as a brain-tissue segmentation dataset (real anatomy, one brain)."
     if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    if num_classes not in (3, 4): raise ValueError(f"num_classes must be 3 (bg/GM/WM) or 4 (+CSF), got {num_classes!r}")
-    if normalize not in ('zscore', 'percentile'): raise ValueError(f"normalize must be 'zscore' or 'percentile', got {normalize!r}")
+    if num_classes not in (3, 4):
+        raise ValueError(f"num_classes must be 3 (bg/GM/WM) or 4 (+CSF), got {num_classes!r}")
+    if normalize not in ('zscore', 'percentile'):
+        raise ValueError(f"normalize must be 'zscore' or 'percentile', got {normalize!r}")
     _check_split_axis(split, axis)
     size = tuple(size) if isinstance(size, (list, tuple)) else size
     d = _tissue_cached(spatial_dims, split, size, num_classes, axis, normalize, str(cache_dir()))
@@ -296,8 +351,9 @@ def _lesions_cached(spatial_dims, split, seed, n_lesions, radius, contrast, edem
                 ids.append(f"lesions-{split}-seed{seed}-ax{axis}-{s + b['box'][axis][0]}-draw{draw}")
         im, lb, zoom, case_ids = _stack_split(vols, labs, spatial_dims, axis, size, ids)
         return dict(images=im, labels=lb, zoom=zoom, case_ids=case_ids)
-    return _disk_cached('mni152_lesions', key, build)
+    return _disk_cached('mni152_lesions', key, build, _LESION_CODE)
 
+# %% ../../nbs/01a_data.mni152.ipynb #673d4f93
 def mni152_lesions(spatial_dims:int=2, # 2 for slices, 3 for volume blocks
                    split:str='train', # 'train', 'val' or 'test': different anatomy blocks and random draws
                    seed:int=0, # same seed -> identical tensors
@@ -315,13 +371,15 @@ def mni152_lesions(spatial_dims:int=2, # 2 for slices, 3 for volume blocks
                   ) -> SegDataset:
     "Semi-synthetic lesion benchmark: real MNI152 anatomy with procedurally generated lesions (+ edema)."
     if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    if normalize not in ('zscore', 'percentile'): raise ValueError(f"normalize must be 'zscore' or 'percentile', got {normalize!r}")
+    if normalize not in ('zscore', 'percentile'):
+        raise ValueError(f"normalize must be 'zscore' or 'percentile', got {normalize!r}")
     _check_split_axis(split, axis)
     n_lesions, radius, contrast = (tuple(int(v) for v in n_lesions), tuple(float(v) for v in radius),
                                    tuple(float(v) for v in contrast))
     if len(n_lesions) != 2 or not 0 <= n_lesions[0] <= n_lesions[1]:
         raise ValueError(f"n_lesions must be (min, max) with 0 <= min <= max, got {n_lesions}")
-    if len(radius) != 2 or not 0 < radius[0] <= radius[1]: raise ValueError(f"radius must be (min, max) > 0, got {radius}")
+    if len(radius) != 2 or not 0 < radius[0] <= radius[1]:
+        raise ValueError(f"radius must be (min, max) > 0, got {radius}")
     edema_contrast = tuple(float(v) for v in edema_contrast)
     if len(edema_contrast) != 2 or not 0 <= edema_contrast[0] <= edema_contrast[1] < 1:
         raise ValueError(f"edema_contrast must be (min, max) in [0, 1), got {edema_contrast}")
@@ -333,7 +391,8 @@ def mni152_lesions(spatial_dims:int=2, # 2 for slices, 3 for volume blocks
     d = _lesions_cached(spatial_dims, split, int(seed), n_lesions, radius, contrast, bool(edema), float(noise_std),
                         n_draws, size, axis, normalize, edema_contrast, str(cache_dir()))
     nc = 3 if edema else 2
-    return SegDataset(d['images'].clone(), d['labels'].long(), nc, LESION_CLASSES[:nc], spacing=tuple(1. / z for z in d['zoom']),
+    return SegDataset(d['images'].clone(), d['labels'].long(), nc, LESION_CLASSES[:nc],
+                      spacing=tuple(1. / z for z in d['zoom']),
                       name=f"mni152_lesions-{spatial_dims}d-{split}-seed{seed}", transform=transform,
                       case_ids=list(d['case_ids']))
 

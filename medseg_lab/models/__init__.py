@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from types import MappingProxyType, ModuleType
 
 import torch.nn as nn
+from ..core import check_input_dtype
 
 # %% auto #0
 __all__ = ['MODELS', 'PRESETS', 'register_model', 'build_model', 'model_from_config']
@@ -93,6 +94,7 @@ def _instantiate(name:str, preset:str|None, kwargs:dict, preset_overrides:list|N
         bound.apply_defaults()          # record the defaults too: the config alone rebuilds the model
         kwargs = dict(bound.arguments)
     model = build(**kwargs)
+    model.register_forward_pre_hook(check_input_dtype)   # a float64/float16 input gets a sentence, not torch's error
     model.config = {"name": name, "preset": preset, **_jsonable(kwargs)}
     if preset_overrides: model.config["preset_overrides"] = list(preset_overrides)
     return model
@@ -101,7 +103,7 @@ def build_model(name:str, # a registered model, one of `MODELS`
                 spatial_dims:int=_Default(2), # 2 or 3; default 2 unless the preset fixes it
                 in_channels:int=_Default(1), # image channels; default 1 unless the preset fixes it
                 out_channels:int=_Default(2), # classes (logit channels); default 2 unless the preset fixes it
-                preset:str|None=None, # a name in `PRESETS[name]` (e.g. 'paper', 'small', 'tiny'), or None for the model's defaults
+                preset:str|None=None, # a name in `PRESETS[name]` ('paper', 'tiny', ...); None: the model's defaults
                 **overrides, # any other constructor argument of the model; wins over the preset
                ) -> nn.Module:
     "Build model `name` from its `preset` (the base) and explicit arguments (which win); sets `model.config`."
@@ -109,12 +111,14 @@ def build_model(name:str, # a registered model, one of `MODELS`
     if preset is not None and preset not in presets:
         raise ValueError(f"Unknown preset {preset!r} for model {name!r}; valid presets: {', '.join(presets)}")
     base = dict(presets[preset]) if preset is not None else {}
-    explicit = {k: v for k, v in zip(_FIXED, (spatial_dims, in_channels, out_channels)) if not isinstance(v, _Default)}
-    fixed = {k: int(v) for k, v in zip(_FIXED, (spatial_dims, in_channels, out_channels))}   # the documented defaults
+    given = (spatial_dims, in_channels, out_channels)
+    explicit = {k: v for k, v in zip(_FIXED, given) if not isinstance(v, _Default)}
+    fixed = {k: int(v) for k, v in zip(_FIXED, given)}   # the documented defaults
     kwargs = {**fixed, **base, **explicit, **overrides}
     deviations = [k for k in base if k in {**explicit, **overrides} and _jsonable(kwargs[k]) != _jsonable(base[k])]
     return _instantiate(name, preset, kwargs, deviations)
 
+# %% ../../nbs/09_models.ipynb #b1d04edd
 def model_from_config(config:Mapping, # a `model.config` (e.g. from a checkpoint or its JSON)
                      ) -> nn.Module:
     "Rebuild an (untrained) model from the `config` that `build_model` attached to it."

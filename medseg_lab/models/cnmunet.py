@@ -137,6 +137,7 @@ class CNMBlock(nn.Module):
     @torch.no_grad()
     def update_f_stats(self, y0:torch.Tensor, yT:torch.Tensor):
         "Fold one batch's per-channel mean and variance of f (over batch and space) into the record, momentum m (Eq. 3)."
+        if y0.shape[0] == 0: return                     # an empty batch has no statistics: the record stays as it is
         for i, f in enumerate(self.f_values(y0.detach(), yT.detach())):
             dims = (0, *range(2, f.ndim))
             n = f.numel() // f.shape[1]
@@ -185,7 +186,7 @@ class EEDDecoder(nn.Module):
 
 # %% ../../nbs/12_cnmunet.ipynb #89aabcf0
 class CNMUNet(nn.Module):
-    """CNM-UNet (Xu et al., AAAI 2026; `001_2488bdba5b2e436d.txt`): UNet encoder, multi-scale fusion, one continuous nmODE
+    """CNM-UNet (Xu et al., AAAI 2026, Fig. 1b): UNet encoder, multi-scale fusion, one continuous nmODE
     block (CNM-Block) as the decoder; with `decoder="eed"` the explicit-Euler nmODE decoder baseline. 2D and 3D.
 
     Args:

@@ -191,7 +191,7 @@ class FuseUNet(nn.Module):
             raise ValueError(f"features must be at least 2 positive ints (L >= 2 stages), got {features!r}")
         self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, in_channels, out_channels
         self.features, self.fuse, self.deep_supervision, self.pad = features, fuse, deep_supervision, pad
-        self.divisor = 2 ** (len(features) - 1)
+        self.divisor, self.norm = 2 ** (len(features) - 1), norm
         self.encoder = PlainConvEncoder(spatial_dims, in_channels, features, n_conv_per_stage, norm, act, bias)
         if fuse:
             self.decoder = FuseDecoder(spatial_dims, features, out_channels, memory_channels, order, fuse_act, bias, deep_supervision)
@@ -207,6 +207,10 @@ class FuseUNet(nn.Module):
                 return_aux:bool=False, # return a `SegOutput` with aux logits and features
                ):
         x, shape = prepare_input(x, self.spatial_dims, self.in_channels, self.divisor, self.pad)
+        if self.norm == 'instance' and math.prod(s // self.divisor for s in x.shape[2:]) < 2:
+            raise ValueError(f"Input {tuple(shape)} leaves a single voxel at the bottleneck (1/{self.divisor} "
+                             f"resolution), where instance norm is undefined: make one spatial size larger than "
+                             f"{self.divisor} (or use fewer stages)")
         skips = self.encoder(x)
         if self.fuse:
             logits, aux, ys = self.decoder(skips, return_aux=True)

@@ -144,14 +144,15 @@ def _build_accepts(name:str, arg:str) -> bool:
     from medseg_lab.models import _module
     return arg in inspect.signature(_module(name).build).parameters
 
+def _crop(x, size):
+    "Top-left crop of the spatial axes of (B, C, *S) to at most `size` (dry runs)."
+    return x[(slice(None), slice(None)) + tuple(slice(0, s) for s in size)]
+
+# %% ../../nbs/30b_train.loop.ipynb #06cc4c46
 def distill_mode(model:nn.Module) -> str:
     "The self-distillation a model computes in training (`model.distill`, e.g. DSVM-UNet's), or 'none'."
     mode = getattr(model, 'distill', None)
     return mode if isinstance(mode, str) and mode in DISTILL_MODES else 'none'
-
-def _crop(x, size):
-    "Top-left crop of the spatial axes of (B, C, *S) to at most `size` (dry runs)."
-    return x[(slice(None), slice(None)) + tuple(slice(0, s) for s in size)]
 
 # %% ../../nbs/30b_train.loop.ipynb #1e048673
 def _state_dict_in(obj, path):
