@@ -212,3 +212,5 @@ from .mni152 import *
 from .transforms import *
 from .readers import *
 from .folders import *
+from .plan import *
+from .preprocess import *
