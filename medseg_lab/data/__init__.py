@@ -207,10 +207,11 @@ def cards_table(names:list|None=None) -> 'pandas.DataFrame':
                          reader=c['layout']['reader'], licence=c['licence'].split(' (')[0], papers_report=res))
     return pd.DataFrame(rows).set_index('card')
 
-# %% ../../nbs/01_data.ipynb #918456fc
+# %% ../../nbs/01_data.ipynb #05d2fa66
 from .mni152 import *
 from .transforms import *
 from .readers import *
 from .folders import *
 from .plan import *
 from .preprocess import *
+from .splits import *
