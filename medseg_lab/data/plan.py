@@ -125,7 +125,7 @@ def normalization_for(channel_names:list, # channel names (dataset.json `channel
         out.append(d)
     return out
 
-# %% ../../nbs/01c_data.plan.ipynb #fe119738
+# %% ../../nbs/01c_data.plan.ipynb #29d46875
 def model_memory(model:str='unet', # a name in MODELS
                  preset:str|None='small', # its preset
                  spatial_dims:int=3, # 2 or 3
@@ -135,8 +135,9 @@ def model_memory(model:str='unet', # a name in MODELS
                 ) -> dict:
     "`{'bytes_per_voxel', 'fixed_bytes', 'divisor', 'params'}` of training `model` (activations saved for backward)."
     from medseg_lab.models import build_model
+    kw = {k: v for k, v in model_kwargs.items() if k not in ('in_channels', 'out_channels', 'spatial_dims', 'preset')}
     m = build_model(model, spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, preset=preset,
-                    **model_kwargs).train()
+                    **kw).train()
     div = int(getattr(m, 'divisor', 16) or 16)
     side = 2 * div if spatial_dims == 3 else 4 * div
     x = torch.randn(2, in_channels, *([side] * spatial_dims))

@@ -12,8 +12,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 from ..core import (SegOutput, seed_everything, get_device, atomic_save, atomic_write_text,
                              unique_run_dir, check_input)
-from . import (TrainConfig, DISTILL_MODES, _one_of, make_optimizer, make_scheduler, make_loss)
-from .evaluation import evaluate, _forward, _labels_from_logits
+from . import (TrainConfig, DATASETS, DISTILL_MODES, _one_of, make_optimizer, make_scheduler, make_loss)
+from .evaluation import evaluate, _forward, _labels_from_logits, _case_batches
 
 # %% auto #0
 __all__ = ['RunResult', 'build_data', 'make_augmentation', 'build_model_for', 'distill_mode', 'load_weights', 'dist_context',
@@ -59,8 +59,9 @@ class RunResult:
     test_data:object=None # the test split the metrics were computed on (set by `train`; None from `load_run`)
 
     def __repr__(self):
-        d = self.metrics.get('test', {}).get('mean', {}).get('dice/mean', float('nan'))
-        return f"RunResult({str(self.run_dir)!r}, epochs={len(self.history)}, test dice/mean={d:.4f})"
+        split = 'test' if self.metrics.get('test') else 'val'
+        d = (self.metrics.get(split) or {}).get('mean', {}).get('dice/mean', float('nan'))
+        return f"RunResult({str(self.run_dir)!r}, epochs={len(self.history)}, {split} dice/mean={d:.4f})"
 
 def _versions() -> dict:
     import medseg_lab
@@ -73,7 +74,8 @@ def _write_json(path, obj): atomic_write_text(path, json.dumps(_jsonable(obj), i
 
 # %% ../../nbs/30b_train.loop.ipynb #3883db88
 def build_data(cfg:TrainConfig) -> dict:
-    "`{'train', 'val', 'test'}` SegDatasets for `cfg.data` (`cfg.data_kwargs` passed on)."
+    "`{'train', 'val', 'test'}` data sets for `cfg.data` (`cfg.data_kwargs` passed on); see the contract below."
+    if cfg.data not in DATASETS: return _file_data(cfg)
     from medseg_lab import data as D
     fn, kw = getattr(D, cfg.data), dict(cfg.data_kwargs)
     if cfg.data == 'phantom':   # no splits: different draws for train / val / test
@@ -118,7 +120,8 @@ def build_model_for(cfg:TrainConfig, data) -> nn.Module:
     check_input(x, cfg.spatial_dims, in_ch)
     if cfg.deep_supervision:
         model.eval()
-        with torch.no_grad(): aux = model(x if cfg.patch_size is None else _crop(x, cfg.patch_size), return_aux=True).aux_logits
+        patch = cfg.patch_size or getattr(data, 'patch_size', None)
+        with torch.no_grad(): aux = model(x if patch is None else _crop(x, patch), return_aux=True).aux_logits
         if not aux: raise ValueError(f"deep_supervision=True but model {cfg.model!r} returns no auxiliary logits "
                                      "(does it take a `deep_supervision` argument?)")
     return model
@@ -137,6 +140,27 @@ def distill_mode(model:nn.Module) -> str:
 def _crop(x, size):
     "Top-left crop of the spatial axes of (B, C, *S) to at most `size` (dry runs)."
     return x[(slice(None), slice(None)) + tuple(slice(0, s) for s in size)]
+
+# %% ../../nbs/30b_train.loop.ipynb #a1a3ac77
+_FILE_DATA_KWARGS = ('plan', 'memory_budget_gb', 'mode_2d', 'resize_to', 'preprocess_workers', 'cache_root')
+
+def _file_data(cfg:TrainConfig) -> dict:
+    "`build_data` for data on disk (see above): planned, split, preprocessed train / val / test sets."
+    from medseg_lab.data import training_data
+    where = Path(cfg.data_root if cfg.data_root is not None else cfg.data).expanduser()
+    if not where.is_dir():
+        raise FileNotFoundError(f"data folder {where} does not exist (TrainConfig.data is a bundled name, a card name with "
+                                "data_root=, or a data set folder)")
+    kw = {k: v for k, v in cfg.data_kwargs.items() if k != 'loader_workers'}
+    bad = [k for k in kw if k not in _FILE_DATA_KWARGS]
+    if bad: raise ValueError(f"unknown data_kwargs {bad} for data on disk; valid: {', '.join(_FILE_DATA_KWARGS)}, loader_workers")
+    d = training_data(cfg.data, cfg.data_root, cfg.fold, cfg.model, cfg.preset, cfg.model_kwargs, patch_size=cfg.patch_size,
+                      progress=cfg.progress, **kw)
+    sd = d['plan'].spatial_dims
+    if sd != cfg.spatial_dims: raise ValueError(f"data {cfg.data!r} is {sd}D but spatial_dims={cfg.spatial_dims}: set spatial_dims={sd}")
+    for s in ('train', 'val', 'test'):
+        if d[s] is not None: d[s].plan, d[s].splits, d[s].unlabelled = d['plan'], d['splits'], d['unlabelled']
+    return {s: d[s] for s in ('train', 'val', 'test')}
 
 # %% ../../nbs/30b_train.loop.ipynb #1e048673
 def _state_dict_in(obj, path):
@@ -176,6 +200,40 @@ def load_weights(model:nn.Module, # the model to initialise (in place)
     model.load_state_dict(fit, strict=False)
     return report
 
+# %% ../../nbs/30b_train.loop.ipynb #117ae937
+def _epoch_batches(data, cfg:TrainConfig, epoch:int, iters:int, device, augment=None, rank:int=0, world:int=1):
+    "The `(x, y)` batches of one epoch on `device`, a function of `(seed, epoch)` alone."
+    if hasattr(data, 'arrays'):   # preprocessed cases on disk: nnU-Net-style patch batches from a DataLoader
+        from medseg_lab.data.preprocess import patch_loader
+        loader = patch_loader(data, data.patch_size, cfg.batch_size, iters, cfg.seed, epoch, augment,
+                              num_workers=int(cfg.data_kwargs.get('loader_workers', 1)), rank=rank, world=world)
+        for x, y in loader: yield x.to(device), y.to(device)
+        return
+    batches = [b[rank::world] for b in _epoch_order(len(data), cfg.batch_size * world, iters, cfg.seed, epoch)]
+    g_aug = _epoch_generator(cfg.seed, epoch, 1 if rank == 0 else 1000 + rank)
+    for idx in batches: yield _batch(data, idx, cfg, device, augment, g_aug)
+
+def _write_data_files(run_dir:Path, data:dict):
+    "plan.json and splits.json of data on disk, into the run folder."
+    plan = getattr(data['train'], 'plan', None)
+    if plan is None: return
+    plan.save(run_dir / 'plan.json')
+    atomic_write_text(run_dir / 'splits.json', json.dumps(data['train'].splits, indent=1))
+
+def _final_scores(model, data:dict, cfg:TrainConfig, device, sliding, notes:list) -> dict:
+    "`{'test': ...}` for bundled data; `{'val': ..., 'test': ...}` (test where labelled) for data on disk."
+    ev = lambda ds: evaluate(model, ds, batch_size=cfg.batch_size, metrics=cfg.eval_metrics, device=device, sliding_window=sliding)
+    if getattr(data['train'], 'plan', None) is None: return dict(test=ev(data['test']))
+    notes.append("val/test metrics are on the preprocessed grid (the plan's target spacing); medseg_lab.predict + "
+                 "evaluate_folder score predictions at the images' own resolution")
+    if data['test'] is None: notes.append("no labelled test cases: metrics are the validation fold's ('val')")
+    return dict(val=ev(data['val']), **({'test': ev(data['test'])} if data['test'] is not None else {}))
+
+def _data_summary(data:dict, n_train:int) -> dict:
+    ref = data['test'] if data['test'] is not None else data['val']
+    return dict(name=ref.name, n_train=n_train, n_val=len(data['val']), n_test=len(data['test']) if data['test'] is not None else 0,
+                class_names=list(ref.class_names))
+
 # %% ../../nbs/30b_train.loop.ipynb #ddd6bd77
 _RESUMABLE = ('epochs', 'time_budget_s', 'device', 'num_threads', 'val_every', 'eval_metrics', 'progress')
 
@@ -188,11 +246,10 @@ def _validate(model, data, loss_fn, cfg, device, sliding_window, rank=0, world=1
     model.eval(); loss_sum, dices = 0.0, []
     mine = list(range(rank, len(data), world))
     with torch.no_grad():
-        for i in range(0, len(mine), cfg.batch_size):
-            xs, ys = zip(*(data[j] for j in mine[i:i + cfg.batch_size]))
-            x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
+        for x, ys in _case_batches(data, mine, cfg.batch_size):   # whole cases; a new shape starts a new batch
+            x, y = x.to(device), torch.stack(ys).to(device)
             logits = _forward(model, x, sliding_window)
-            loss_sum += float(loss_fn(logits.float(), y)) * len(xs)
+            loss_sum += float(loss_fn(logits.float(), y)) * len(ys)
             dices.append(dice(_labels_from_logits(logits), y, num_classes=data.num_classes).double().cpu())
     model.train()
     d = torch.cat(dices).numpy() if dices else np.zeros((0, data.num_classes - 1))
@@ -282,8 +339,9 @@ def train(cfg:TrainConfig|dict|None=None, # the recipe (None only with `resume`:
                          + ''.join(f", {len(rep[k])} {k}" for k in ('missing', 'unexpected', 'mismatched') if rep[k]))
         augment = make_augmentation(cfg.spatial_dims) if cfg.augment else None
         sliding = None
-        if cfg.patch_size is not None and cfg.spatial_dims == 3:
-            if importlib.util.find_spec('medseg_lab.tta') is not None: sliding = dict(roi_size=tuple(cfg.patch_size), overlap=0.5)
+        roi = getattr(data['train'], 'patch_size', None) or cfg.patch_size   # data on disk: the plan's patch (or cfg's)
+        if roi is not None and (cfg.spatial_dims == 3 or getattr(data['train'], 'patch_size', None)):
+            if importlib.util.find_spec('medseg_lab.tta') is not None: sliding = dict(roi_size=tuple(roi), overlap=0.5)
             else: notes.append("medseg_lab.tta is not available: validation and test use whole-volume inference")
         loss_fn, val_loss_fn = make_loss(cfg.loss, cfg.deep_supervision).to(device), make_loss(cfg.loss).to(device)
         if dmode != 'none':
@@ -310,7 +368,7 @@ def train(cfg:TrainConfig|dict|None=None, # the recipe (None only with `resume`:
                 h = pd.read_csv(run_dir / 'history.csv'); rows = h[h.epoch <= start_epoch].to_dict('records')
             _set_rng_state(ckpt['rng'])
             notes.append(f"resumed at epoch {start_epoch} from {run_dir / 'checkpoint.pt'}")
-        if rank == 0: atomic_write_text(run_dir / 'config.json', json.dumps(cfg.to_dict(), indent=2))
+        if rank == 0: atomic_write_text(run_dir / 'config.json', json.dumps(cfg.to_dict(), indent=2)); _write_data_files(run_dir, data)
         model_config = dict(model.config)
         net = model
         if world > 1:
@@ -322,11 +380,9 @@ def train(cfg:TrainConfig|dict|None=None, # the recipe (None only with `resume`:
         ebar = tqdm(range(start_epoch, cfg.epochs), desc=cfg.name, disable=not show, initial=start_epoch, total=cfg.epochs)
         for epoch in ebar:
             model.train(); total, done, dterms = 0.0, 0, {}
-            batches = [b[rank::world] for b in _epoch_order(n_train, cfg.batch_size * world, iters, cfg.seed, epoch)]
-            g_aug = _epoch_generator(cfg.seed, epoch, 1 if rank == 0 else 1000 + rank)
-            ibar = tqdm(batches, desc=f'epoch {epoch + 1}', leave=False, disable=not show)
-            for it, idx in enumerate(ibar):
-                x, y = _batch(data['train'], idx, cfg, device, augment, g_aug)
+            ibar = tqdm(_epoch_batches(data['train'], cfg, epoch, iters, device, augment, rank, world), total=iters,
+                        desc=f'epoch {epoch + 1}', leave=False, disable=not show)
+            for it, (x, y) in enumerate(ibar):
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                     out = net(x, return_aux=True) if need_aux else net(x)
                     loss = loss_fn(out, y)
@@ -386,15 +442,13 @@ def train(cfg:TrainConfig|dict|None=None, # the recipe (None only with `resume`:
         model.load_state_dict(_bcast(_load_ckpt(run_dir / 'best.pt')['model'] if rank == 0 else None, world)); model.eval()
         metrics = None
         if rank == 0:
-            test = evaluate(model, data['test'], batch_size=cfg.batch_size, metrics=cfg.eval_metrics, device=device, sliding_window=sliding)
+            scores = _final_scores(model, data, cfg, device, sliding, notes)
             from medseg_lab.metrics import count_params
             metrics = dict(name=cfg.name, run_dir=str(run_dir), config=cfg.to_dict(), seed=cfg.seed, versions=_versions(),
                            device=str(device), world_size=world, amp_used=use_amp, notes=notes, params=count_params(model),
                            train_time_s=train_time, epochs_completed=rows[-1]['epoch'] if rows else 0, stopped=stopped,
                            best_epoch=best_epoch, best_val_dice_mean=best if math.isfinite(best) else None,
-                           evaluated_checkpoint='best.pt', data=dict(name=data['test'].name, n_train=n_train,
-                           n_val=len(data['val']), n_test=len(data['test']), class_names=list(data['test'].class_names)),
-                           test=test)
+                           evaluated_checkpoint='best.pt', data=_data_summary(data, n_train), **scores)
             _write_json(run_dir / 'metrics.json', metrics)
             metrics = json.loads((run_dir / 'metrics.json').read_text())
         metrics = _bcast(metrics, world)
