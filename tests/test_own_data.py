@@ -188,3 +188,14 @@ def test_data_values_fail_before_any_run_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train(TrainConfig(**TINY, data=str(tmp_path / "nowhere"), out_dir=str(tmp_path / "runs")))
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_eval_experiment_takes_a_folder(tmp_path, run_experiment):
+    "The papermill experiment behind `make run` trains on a data set folder with the same `data` value train() takes."
+    root = write_sample_folder(tmp_path / "Task02_MNIMR", "msd", n_cases=3, n_test=0, size=(32, 32, 32), seed=4)
+    out_nb, runs = run_experiment("train_eval", model="unet", preset="tiny", data=str(root), spatial_dims=3, epochs=1,
+                                  time_budget_s=60, batch_size=2, data_kwargs={"memory_budget_gb": 0.25, "loader_workers": 0})
+    assert len(runs) == 1
+    for f in ["plan.json", "splits.json", "metrics.json", "results.md", "learning_curves.png", "predictions.png"]:
+        assert (runs[0] / f).exists(), f
+    assert "val volumes" in out_nb.read_text()   # no labelled test cases: the table reports the validation fold

@@ -43,11 +43,13 @@ def collect_results(runs_dir='runs', # a folder of run folders
     if not runs_dir.is_dir(): raise FileNotFoundError(f"runs folder {runs_dir} does not exist")
     rows = []
     for f in sorted(runs_dir.glob('*/metrics.json')):
-        m = json.loads(f.read_text()); c, test = m.get('config', {}), m.get('test', {})
+        m = json.loads(f.read_text()); c = m.get('config', {})
+        test = m.get('test') or m.get('val') or {}   # runs on files without labelled test cases: their validation fold
         mean, nans = test.get('mean', {}), test.get('nan_count', {})
         row = dict(run=f.parent.name, name=m.get('name'), model=c.get('model'), preset=c.get('preset'), data=c.get('data'),
                    params=m.get('params'), train_time_s=m.get('train_time_s'), epochs=m.get('epochs_completed'),
-                   dice_mean=mean.get('dice/mean'), hd95_mean=mean.get('hd95/mean'))
+                   dice_mean=mean.get('dice/mean'), hd95_mean=mean.get('hd95/mean'),
+                   evaluated_on='test' if m.get('test') else 'val')
         row.update({k.replace('/', '_'): v for k, v in mean.items() if k.split('/')[0] in ('dice', 'hd95') and not k.endswith('/mean')})
         row['hd95_nan'] = sum(v for k, v in nans.items() if k.startswith('hd95/'))
         rows.append(row)
