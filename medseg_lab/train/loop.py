@@ -246,7 +246,7 @@ def _validate(model, data, loss_fn, cfg, device, sliding_window, rank=0, world=1
     model.eval(); loss_sum, dices = 0.0, []
     mine = list(range(rank, len(data), world))
     with torch.no_grad():
-        for x, ys in _case_batches(data, mine, cfg.batch_size):   # whole cases; a new shape starts a new batch
+        for _, x, ys in _case_batches(data, mine, cfg.batch_size):   # whole cases; a new shape starts a new batch
             x, y = x.to(device), torch.stack(ys).to(device)
             logits = _forward(model, x, sliding_window)
             loss_sum += float(loss_fn(logits.float(), y)) * len(ys)
