@@ -38,7 +38,7 @@ def _typed(kind:str):
         except ValueError: raise argparse.ArgumentTypeError(f"expected {kind}, got {s!r}") from None
     return parse
 
-# %% ../nbs/33_cli.ipynb #b60a2615
+# %% ../nbs/33_cli.ipynb #90449d20
 def _field_help() -> dict:
     from fastcore.docments import docments
     from medseg_lab.train import TrainConfig
@@ -55,14 +55,18 @@ def add_config_options(parser:argparse.ArgumentParser, # the parser to extend
         opt, kind = '--' + f.name.replace('_', '-'), str(f.type)
         default = f.default if f.default is not MISSING else f.default_factory()
         h = f"{helps.get(f.name, '')} (default: {default!r})".replace('%', '%%')
-        if kind == 'bool': parser.add_argument(opt, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=h)
-        elif kind.startswith('dict'): parser.add_argument(opt, type=_json, default=argparse.SUPPRESS, metavar='JSON', help=h)
-        elif kind.startswith('list'): parser.add_argument(opt, nargs='+', type=_scalar, default=argparse.SUPPRESS, metavar='V', help=h)
-        else: parser.add_argument(opt, type=_typed(kind), default=argparse.SUPPRESS, metavar=kind.split('|')[0].strip().upper(), help=h)
+        if kind == 'bool': parser.add_argument(opt, action=argparse.BooleanOptionalAction,
+                                               default=argparse.SUPPRESS, help=h)
+        elif kind.startswith('dict'): parser.add_argument(opt, type=_json, default=argparse.SUPPRESS,
+                                                          metavar='JSON', help=h)
+        elif kind.startswith('list'): parser.add_argument(opt, nargs='+', type=_scalar, default=argparse.SUPPRESS,
+                                                          metavar='V', help=h)
+        else: parser.add_argument(opt, type=_typed(kind), default=argparse.SUPPRESS,
+                                  metavar=kind.split('|')[0].strip().upper(), help=h)
         added.append(f.name)
     return added
 
-# %% ../nbs/33_cli.ipynb #21966a6c
+# %% ../nbs/33_cli.ipynb #fda80f23
 _DATA_OPTIONS = dict(memory_budget_gb=(float, "plan: memory one training step may use, GB (default 2.0)"),
                      mode_2d=(str, "plan: 2D data 'auto', 'native' (patches + sliding window) or 'resize'"),
                      resize_to=(int, "plan: image size of the 2D 'resize' mode (default 256)"),
@@ -78,7 +82,8 @@ def _add_data_options(p, keys):
 
 def build_parser() -> argparse.ArgumentParser:
     "The `medseg_lab` argument parser with its `plan`, `train`, `predict` and `evaluate` subcommands."
-    top = argparse.ArgumentParser(prog='medseg_lab', description="medseg_lab on your own data: plan, train, predict, evaluate.")
+    top = argparse.ArgumentParser(prog='medseg_lab', description="medseg_lab on your own data: plan, train, "
+                                                                 "predict, evaluate.")
     top.add_argument('--traceback', action='store_true', help='show the full Python traceback on errors')
     sub = top.add_subparsers(dest='command', metavar='{plan,train,predict,evaluate}', required=True)
     p = sub.add_parser('plan', help='fingerprint a data set and print (and save) its plan',
@@ -87,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--data-root', help="the card's data folder")
     p.add_argument('--model', default='unet', help='architecture the plan is sized for (default unet)')
     p.add_argument('--preset', default='small', type=_typed('str | None'), help='its preset (default small)')
-    p.add_argument('-o', '--output', help='write the plan here (plan.json); refuses to replace a file unless --overwrite')
+    p.add_argument('-o', '--output', help='write the plan here (plan.json); refuses to replace a file unless '
+                                          '--overwrite')
     p.add_argument('--overwrite', action='store_true', help='replace --output if it exists')
     _add_data_options(p, ['memory_budget_gb', 'mode_2d', 'resize_to', 'preprocess_workers'])
     t = sub.add_parser('train', help='train a model into a new run folder (every TrainConfig field is an option)',
@@ -100,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument('inputs', nargs='+', help='a folder of images, or image files')
     q.add_argument('out_dir', help='where the predictions go')
     q.add_argument('--no-mirror', dest='mirror', action='store_false', help='no mirror test-time augmentation')
-    q.add_argument('--save-probabilities', action='store_true', help='also write <case>.npz with the class probabilities')
+    q.add_argument('--save-probabilities', action='store_true', help='also write <case>.npz with the class '
+                                                                     'probabilities')
     q.add_argument('--overwrite', action='store_true', help='replace files of the same name in out_dir')
     q.add_argument('--device', help='cpu, cuda, ... (default: CUDA when available)')
     e = sub.add_parser('evaluate', help='metrics of a folder of predictions against a folder of references',
@@ -129,7 +136,7 @@ def _cmd_plan(a) -> int:
     if out is not None: plan.save(out); print(f"plan written to {out}")
     return 0
 
-# %% ../nbs/33_cli.ipynb #b446d37a
+# %% ../nbs/33_cli.ipynb #bc708748
 def _cmd_train(a) -> int:
     from medseg_lab.train import TrainConfig, train
     args = {k: v for k, v in vars(a).items() if k not in ('command', 'traceback')}
@@ -137,23 +144,26 @@ def _cmd_train(a) -> int:
     names = {f.name for f in fields(TrainConfig)}
     cfg = {k: v for k, v in args.items() if k in names}
     if dk: cfg['data_kwargs'] = {**cfg.get('data_kwargs', {}), **dk}
-    if _is_file_data(cfg.get('data', 'mni152_tissue'), cfg.get('data_root')) and not ({'spatial_dims', 'batch_size'} <= set(cfg)):
+    if _is_file_data(cfg.get('data', 'mni152_tissue'),
+                     cfg.get('data_root')) and not ({'spatial_dims', 'batch_size'} <= set(cfg)):
         from medseg_lab.data import plan_dataset, DatasetPlan
         d = cfg.get('data_kwargs', {})
         plan = DatasetPlan.load(d['plan']) if d.get('plan') else plan_dataset(
             cfg['data'], cfg.get('data_root'), model=cfg.get('model', 'unet'), preset=cfg.get('preset', 'small'),
             num_workers=d.get('preprocess_workers'), **{k: d[k] for k in ('memory_budget_gb', 'mode_2d', 'resize_to') if k in d})
         cfg.setdefault('spatial_dims', plan.spatial_dims); cfg.setdefault('batch_size', plan.batch_size)
-        print(f"plan: {plan.spatial_dims}D, patch {plan.patch_size}, batch {plan.batch_size}, spacing {plan.target_spacing}")
+        print(f"plan: {plan.spatial_dims}D, patch {plan.patch_size}, batch {plan.batch_size}, spacing "
+              f"{plan.target_spacing}")
     t0 = time.perf_counter()
     res = train(TrainConfig(**cfg))
     m = res.metrics
     for split in ('val', 'test'):
-        if m.get(split): print(f"{split}: dice/mean {m[split]['mean'].get('dice/mean')} over {m[split]['n_cases']} case(s)")
+        if m.get(split): print(f"{split}: dice/mean {m[split]['mean'].get('dice/mean')} over "
+                               f"{m[split]['n_cases']} case(s)")
     print(f"run folder: {res.run_dir}  ({time.perf_counter() - t0:.1f} s)")
     return 0
 
-# %% ../nbs/33_cli.ipynb #929dc3b3
+# %% ../nbs/33_cli.ipynb #8d651c07
 def _cmd_predict(a) -> int:
     from medseg_lab.predict import predict
     inputs = a.inputs[0] if len(a.inputs) == 1 and Path(a.inputs[0]).is_dir() else a.inputs
@@ -166,7 +176,8 @@ def _cmd_evaluate(a) -> int:
     from medseg_lab.predict import evaluate_folder
     s = evaluate_folder(a.pred_dir, a.gt_dir, num_classes=a.num_classes, metrics=tuple(a.metrics), output_file=a.output)
     for k, v in s['mean'].items():
-        print(f"label {k}: " + ', '.join(f"{m} {v[m]:.4f}" for m in ('Dice', 'IoU', 'HD95') if m in v and v[m] is not None))
+        print(f"label {k}: " + ', '.join(f"{m} {v[m]:.4f}" for m in ('Dice', 'IoU',
+                                                                     'HD95') if m in v and v[m] is not None))
     print(f"{s['n_cases']} case(s); summary: {a.output or Path(a.pred_dir) / 'summary.json'}")
     return 0
 

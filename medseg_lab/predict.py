@@ -33,14 +33,15 @@ def load_predictor(run, # a run folder (str / Path) or the RunResult `train` ret
     res = load_run(run_dir, device=get_device(device))
     return res.model.eval(), DatasetPlan.load(plan_file), run_dir
 
-# %% ../nbs/32_predict.ipynb #c365caa5
+# %% ../nbs/32_predict.ipynb #4a60b814
 _CHANNEL = re.compile(r'^(.*)_(\d{4})(\.nii\.gz|\.nii|\.png|\.jpg|\.jpeg|\.tif|\.tiff|\.bmp)$', re.IGNORECASE)
 
 def _input_files(inputs, plan:DatasetPlan) -> list:
     exts = _NIFTI_EXT if plan.spatial_dims == 3 else _IMAGE_EXT + _NIFTI_EXT
     if isinstance(inputs, (str, Path)):
         folder = Path(inputs).expanduser()
-        if not folder.is_dir(): raise FileNotFoundError(f"inputs {folder} is not a folder (pass a folder or a list of files)")
+        if not folder.is_dir(): raise FileNotFoundError(f"inputs {folder} is not a folder (pass a folder or a "
+                                                        "list of files)")
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith('.') and p.name.lower().endswith(exts))
         if not files: raise FileNotFoundError(f"no {' / '.join(exts)} files in {folder}")
         return files
@@ -71,13 +72,14 @@ def group_cases(inputs, # a folder of images or a list of files
         out.append((case, [f for _, f in sorted(fs, key=lambda t: t[0] or 0)]))
     return out
 
-# %% ../nbs/32_predict.ipynb #074125ff
+# %% ../nbs/32_predict.ipynb #c97bb2f0
 def read_image(files:list, plan:DatasetPlan, case:str='') -> dict:
     "`{image (C, *S) float32, spacing, reference (nibabel image or None), size (2D)}` of one input case."
     if plan.spatial_dims == 2 and files[0].name.lower().endswith(_IMAGE_EXT):
         x = np.concatenate([_read_2d(f, 'image', plan.in_channels if len(files) == 1 else 1) for f in files])
         if x.shape[0] != plan.in_channels:
-            raise ValueError(f"case {case}: {x.shape[0]} channel(s) in {[str(f) for f in files]}, the plan expects {plan.in_channels}")
+            raise ValueError(f"case {case}: {x.shape[0]} channel(s) in {[str(f) for f in files]}, the plan "
+                             f"expects {plan.in_channels}")
         return dict(image=x, spacing=(1., 1.), reference=None, size=x.shape[1:])
     chans, geo, ref = [], [], None
     for f in files:
@@ -144,7 +146,7 @@ def _write_labels(path:Path, seg:np.ndarray, reference, label_values:list):
     img.set_data_dtype(dtype); img.header.set_slope_inter(1, 0)
     return _atomic_path(path, lambda t: nib.save(img, str(t)))
 
-# %% ../nbs/32_predict.ipynb #bd8a9c9d
+# %% ../nbs/32_predict.ipynb #4da99018
 def _outputs(case:str, out_dir:Path, plan:DatasetPlan, files, save_probabilities:bool) -> list:
     ext = '.png' if plan.spatial_dims == 2 and files[0].name.lower().endswith(_IMAGE_EXT) else '.nii.gz'
     return [out_dir / f'{case}{ext}'] + ([out_dir / f'{case}.npz'] if save_probabilities else [])
@@ -174,11 +176,12 @@ def predict(run, # a run folder or the RunResult of `train` (trained on files: i
         prob = predict_image(model, r['image'], r['spacing'], plan, mirror=mirror)
         _write_labels(outs[0], prob.argmax(0), r['reference'], plan.label_values)
         if save_probabilities:
-            _atomic_path(outs[1], lambda t: np.savez_compressed(open(t, 'wb'), probabilities=prob, class_names=np.array(plan.class_names)))
+            _atomic_path(outs[1], lambda t: np.savez_compressed(open(t, 'wb'), probabilities=prob,
+                                                                class_names=np.array(plan.class_names)))
         written.append(outs[0])
     return written
 
-# %% ../nbs/32_predict.ipynb #02a5561d
+# %% ../nbs/32_predict.ipynb #553ca9b9
 def _read_labels(path:Path) -> tuple:
     "(label array, spacing, affine or None) of a prediction or reference file."
     if path.name.lower().endswith(_NIFTI_EXT):
@@ -198,10 +201,11 @@ def _pairs(pred_dir:Path, gt_dir:Path) -> list:
             if stem.endswith(suf) and stem[:-len(suf)] in preds: refs.setdefault(stem[:-len(suf)], f)
     if not preds: raise FileNotFoundError(f"no prediction files in {pred_dir}")
     missing = [c for c in preds if c not in refs]
-    if missing: raise FileNotFoundError(f"no reference in {gt_dir} for prediction(s) {missing[:5]}: every prediction needs one")
+    if missing: raise FileNotFoundError(f"no reference in {gt_dir} for prediction(s) {missing[:5]}: every "
+                                        "prediction needs one")
     return [(c, preds[c], refs[c]) for c in preds]
 
-# %% ../nbs/32_predict.ipynb #efb30820
+# %% ../nbs/32_predict.ipynb #bf39248a
 def _case_metrics(p:np.ndarray, t:np.ndarray, num_classes:int, spacing, metric_names) -> dict:
     "{class index: {metric: value}} for one case (foreground classes)."
     from medseg_lab import metrics as M
@@ -215,7 +219,8 @@ def _case_metrics(p:np.ndarray, t:np.ndarray, num_classes:int, spacing, metric_n
                   'TP': tp, 'FP': fp, 'FN': fn, 'TN': int(p.size - tp - fp - fn), 'n_pred': int(pk.sum()), 'n_ref': int(tk.sum())}
     return out
 
-_NAMES = dict(dice='Dice', iou='IoU', hd95='HD95', sensitivity='Sensitivity', specificity='Specificity', accuracy='Accuracy')
+_NAMES = dict(dice='Dice', iou='IoU', hd95='HD95', sensitivity='Sensitivity', specificity='Specificity',
+              accuracy='Accuracy')
 
 # %% ../nbs/32_predict.ipynb #a47fa840
 def _mean_rows(rows:list, keys) -> tuple:
@@ -230,7 +235,7 @@ def _mean_rows(rows:list, keys) -> tuple:
 def _binary_255(labels:list) -> bool:
     return all(set(np.unique(a).tolist()) <= {0, 255} for a in labels) and any(255 in a for a in labels)
 
-# %% ../nbs/32_predict.ipynb #34965d90
+# %% ../nbs/32_predict.ipynb #5c077ea0
 def evaluate_folder(pred_dir, # folder of predicted label files
                     gt_dir, # folder of reference label files (same case ids)
                     num_classes:int|None=None, # classes incl. background (None: highest label found + 1)
@@ -247,7 +252,8 @@ def evaluate_folder(pred_dir, # folder of predicted label files
     cases = []
     for case, pf, rf in tqdm(_pairs(pred_dir, gt_dir), desc='read', disable=not progress, leave=False):
         (p, _, pa), (t, sp, ta) = _read_labels(pf), _read_labels(rf)
-        if p.shape != t.shape: raise ValueError(f"case {case}: prediction {pf} has shape {p.shape}, reference {rf} {t.shape}")
+        if p.shape != t.shape: raise ValueError(f"case {case}: prediction {pf} has shape {p.shape}, reference "
+                                                f"{rf} {t.shape}")
         if pa is not None and ta is not None and not np.allclose(pa, ta, rtol=0, atol=1e-4):
             raise ValueError(f"case {case}: prediction {pf} and reference {rf} have different affines, so their voxels "
                              "are not the same places: predict onto the reference's image grid")

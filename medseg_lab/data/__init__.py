@@ -14,7 +14,7 @@ import yaml
 __all__ = ['PAPERS', 'READERS', 'PAPER_METHODS', 'CARD_SCHEMA', 'LAYOUT_SCHEMA', 'validate_card', 'cards_dir', 'list_cards',
            'load_card', 'cards_table']
 
-# %% ../../nbs/01_data.ipynb #7332740e
+# %% ../../nbs/01_data.ipynb #adbf33a5
 PAPERS = { # the key a card's `paper:` field uses -> the paper, its link and its official code
     'fuseunet': dict(method='FuseUNet', link='https://arxiv.org/abs/2506.05821', code='https://github.com/nayutayuki/FuseUNet',
                      citation='He, Q.; Min, X.; Wang, K.; He, T. FuseUNet: A Multi-Scale Feature Fusion Method for U-like '
@@ -43,7 +43,8 @@ CARD_SCHEMA = { # field: (type, required, what it holds)
     'anatomy':          (str,   True,  "body region and target"),
     'spatial_dims':     (int,   True,  "2 for images/slices, 3 for volumes"),
     'in_channels':      (int,   True,  "image channels the reader returns (3 for RGB, 4 for BraTS MRI)"),
-    'classes':          (list,  True,  "list of {name, values}: class index = position, values = label values on disk; first is background"),
+    'classes':          (list,  True,  "list of {name, values}: class index = position, values = label values on "
+                                       "disk; first is background"),
     'cases':            (dict,  True,  "{total: int|'unknown', <split>: int|'unknown', notes: str}"),
     'resolution':       (str,   True,  "typical image size and voxel spacing"),
     'source':           (dict,  True,  "{url: where to obtain it, citation: the data set paper}"),
@@ -59,29 +60,35 @@ _SPLITS_FIELD = ('splits', dict, False, "{split: {layout field: override}}, e.g.
 LAYOUT_SCHEMA = { # reader: {field: (type, required, meaning)}
     'folder2d': {
         'image_glob':     (str,  True,  "glob under root that finds the images, e.g. 'images/*'"),
-        'label_pattern':  (str,  True,  "mask path under root without extension; {stem} = image stem, {parent} = image folder under root"),
+        'label_pattern':  (str,  True,  "mask path under root without extension; {stem} = image stem, {parent} = "
+                                        "image folder under root"),
         'label_suffixes': (list, True,  "mask extensions tried in order, e.g. ['.png']"),
         'image_suffixes': (list, False, "image extensions kept (default .png .jpg .jpeg .bmp .tif .tiff)"),
-        'exclude':        (list, False, "substrings: images whose file name contains one are skipped (masks beside images)"),
-        'mask_threshold': (int,  False, "binary tasks only: class 1 where mask > threshold (JPEG masks are not exactly 0/255)"),
+        'exclude':        (list, False, "substrings: images whose file name contains one are skipped (masks "
+                                        "beside images)"),
+        'mask_threshold': (int,  False, "binary tasks only: class 1 where mask > threshold (JPEG masks are not "
+                                        "exactly 0/255)"),
         'splits':         _SPLITS_FIELD[1:]},
     'nifti': {
         'image_glob':     (str,  True,  "glob under root for image files, e.g. 'imagesTr/*.nii.gz'"),
-        'label_pattern':  (str,  True,  "label path under root without extension; {case} = case id (channel suffix removed), {parent}"),
+        'label_pattern':  (str,  True,  "label path under root without extension; {case} = case id (channel "
+                                        "suffix removed), {parent}"),
         'label_suffixes': (list, True,  "label extensions tried in order, e.g. ['.nii.gz', '.nii']"),
-        'channel_suffix': (str,  False, "regex removed from a file stem to get the case id (default nnU-Net's channel suffix '_\\d{4}$'; '' for none)"),
+        'channel_suffix': (str,  False, "regex removed from a file stem to get the case id (default nnU-Net's "
+                                        "channel suffix '_\\d{4}$'; '' for none)"),
         'dataset_json':   (str,  False, "MSD/nnU-Net v1 dataset.json under root; when present its case list is used"),
         'json_list':      (str,  False, "which list of dataset.json to read (default 'training')"),
         'splits':         _SPLITS_FIELD[1:]},
     'folder': { # the root is a folder `dataset_from_folder` recognises (nnU-Net v2, Decathlon, 2D images + masks)
-        'subfolder':      (str,  False, "the recognised folder below root (e.g. 'Dataset001_BrainTumour'); default root itself"),
+        'subfolder':      (str,  False, "the recognised folder below root (e.g. 'Dataset001_BrainTumour'); "
+                                        "default root itself"),
         'splits':         _SPLITS_FIELD[1:]},
     'builtin': {
         'loader':         (str,  True,  "'module:function' that builds the bundled data set"),
         'splits':         _SPLITS_FIELD[1:]},
 }
 
-# %% ../../nbs/01_data.ipynb #727e24b0
+# %% ../../nbs/01_data.ipynb #18e1db2d
 def _is(v, t): return isinstance(v, t) and not (t is int and isinstance(v, bool))
 def _count_ok(v): return (_is(v, int) and v >= 0) or v == 'unknown'
 
@@ -104,7 +111,8 @@ def _check_layout(lay, n_classes, where, errs):
         if bad: errs.append(f"{where}.splits.{s}: unknown layout fields {bad}")
     for k in ('label_suffixes', 'image_suffixes', 'exclude'):
         if k in lay and not all(_is(x, str) for x in lay[k]): errs.append(f"{where}.{k} must be a list of strings")
-    if 'mask_threshold' in lay and n_classes != 2: errs.append(f"{where}.mask_threshold needs exactly 2 classes, card has {n_classes}")
+    if 'mask_threshold' in lay and n_classes != 2: errs.append(f"{where}.mask_threshold needs exactly 2 classes, "
+                                                               f"card has {n_classes}")
     if 'channel_suffix' in lay:
         try: re.compile(lay['channel_suffix'])
         except re.error as e: errs.append(f"{where}.channel_suffix is not a valid regex: {e}")
@@ -118,10 +126,12 @@ def validate_card(card:dict, # a parsed card (the YAML mapping)
     errs = []
     _check_fields(card, CARD_SCHEMA, where, errs)
     if name is not None and card.get('name') != name: errs.append(f"{where}: name must equal the file stem {name!r}")
-    if 'spatial_dims' in card and card['spatial_dims'] not in (2, 3): errs.append(f"{where}: spatial_dims must be 2 or 3")
+    if 'spatial_dims' in card and card['spatial_dims'] not in (2, 3): errs.append(f"{where}: spatial_dims must be "
+                                                                                  "2 or 3")
     if _is(card.get('in_channels'), int) and card['in_channels'] < 1: errs.append(f"{where}: in_channels must be >= 1")
     classes = card.get('classes') if isinstance(card.get('classes'), list) else []
-    if 'classes' in card and len(classes) < 2: errs.append(f"{where}: classes needs background and at least one more class")
+    if 'classes' in card and len(classes) < 2: errs.append(f"{where}: classes needs background and at least one "
+                                                           "more class")
     seen = {}
     for i, c in enumerate(classes):
         if not (isinstance(c, dict) and _is(c.get('name'), str) and isinstance(c.get('values'), list)
@@ -135,19 +145,22 @@ def validate_card(card:dict, # a parsed card (the YAML mapping)
     cases = card.get('cases') if isinstance(card.get('cases'), dict) else {}
     if 'cases' in card and 'total' not in cases: errs.append(f"{where}: cases.total is required (an int or 'unknown')")
     for k, v in cases.items():
-        if k != 'notes' and not _count_ok(v): errs.append(f"{where}: cases.{k} must be a non-negative int or 'unknown', got {v!r}")
+        if k != 'notes' and not _count_ok(v): errs.append(f"{where}: cases.{k} must be a non-negative int or "
+                                                          f"'unknown', got {v!r}")
     src = card.get('source') if isinstance(card.get('source'), dict) else {}
     for k in ('url', 'citation'):
         if 'source' in card and not _is(src.get(k), str): errs.append(f"{where}: source.{k} (str) is required")
     if isinstance(card.get('layout'), dict): _check_layout(card['layout'], len(classes), f"{where} layout", errs)
     for i, p in enumerate(card.get('preprocessing') or []):
         if not (isinstance(p, dict) and set(p) == {'paper', 'text'} and p['paper'] in (*PAPERS, 'none')):
-            errs.append(f"{where}: preprocessing[{i}] must be {{paper: one of {sorted(PAPERS)} or 'none', text: str}}, got {p!r}")
+            errs.append(f"{where}: preprocessing[{i}] must be "
+                        f"{{paper: one of {sorted(PAPERS)} or 'none', text: str}}, got {p!r}")
     for i, r in enumerate(card.get('reported_results') or []):
         ok = (isinstance(r, dict) and r.get('paper') in PAPERS and _is(r.get('table'), str) and r['table']
               and _is(r.get('model'), str) and _is(r.get('metric'), str) and _is(r.get('value'), (int, float))
               and set(r) <= {'paper', 'table', 'model', 'metric', 'value', 'notes'})
-        if not ok: errs.append(f"{where}: reported_results[{i}] needs paper (a key of PAPERS), table, model, metric and a numeric value; got {r!r}")
+        if not ok: errs.append(f"{where}: reported_results[{i}] needs paper (a key of PAPERS), table, model, "
+                               f"metric and a numeric value; got {r!r}")
     if errs: raise ValueError(f"invalid data card ({len(errs)} problem(s)):\n  " + "\n  ".join(errs))
     return card
 

@@ -99,14 +99,15 @@ def _inspect_nnunet_v2(root:Path, meta:dict, js:Path) -> FolderInfo:
                       splits_file=spl if spl.is_file() else None,
                       notes=[f"nnU-Net v2 raw folder: {len(chans)} channel(s) {chans}, labels {dict(zip(names, values))}"])
 
-# %% ../../nbs/01f_data.folders.ipynb #198d0b21
+# %% ../../nbs/01f_data.folders.ipynb #3a541f49
 def _inspect_msd(root:Path, meta:dict, js:Path) -> FolderInfo:
     mods = meta.get('modality') or meta.get('channel_names') or {'0': 'image'}
     chans = [mods[k] for k in sorted(mods, key=int)]
     labels = meta.get('labels') or {}
     try: pairs = sorted((int(k), v) for k, v in labels.items())
     except ValueError: raise ValueError(f"{js}: Decathlon labels must map values to names, got {labels}") from None
-    if not pairs: raise ValueError(f"{js} has no 'labels': name the classes, e.g. {{\"0\": \"background\", \"1\": \"tumour\"}}")
+    if not pairs: raise ValueError(f"{js} has no 'labels': name the classes, e.g. "
+                                   f"{{\"0\": \"background\", \"1\": \"tumour\"}}")
     if [v for v, _ in pairs] != list(range(len(pairs))):
         raise ValueError(f"{js}: label values must be consecutive integers 0, 1, 2, ..., got {[v for v, _ in pairs]}")
     names = ['background'] + [n for _, n in pairs[1:]]
@@ -122,7 +123,7 @@ def _inspect_msd(root:Path, meta:dict, js:Path) -> FolderInfo:
     return FolderInfo(root, 'msd', meta.get('name') or root.name, 3, chans, names, [v for v, _ in pairs], splits,
                       notes=[f"Decathlon folder: {len(chans)} channel(s) {chans}, labels {dict(pairs)}"])
 
-# %% ../../nbs/01f_data.folders.ipynb #b088e272
+# %% ../../nbs/01f_data.folders.ipynb #703b6c3a
 _MASK_SUFFIXES = ('', '_segmentation', '_mask')
 _MASK_DIRS = ('masks', 'labels')
 
@@ -146,7 +147,8 @@ def _cases_2d(split_dir:Path, split:str) -> list:
             raise FileNotFoundError(f"image {im} has no mask in {mask_dir} (looked for "
                                     f"{', '.join(_strip_ext(im.name, _IMAGE_EXT) + s + '.png' for s in _MASK_SUFFIXES)}, ...)")
         cases.append((_strip_ext(im.name, _IMAGE_EXT), [im], m))
-    if mask_dir is None and split != 'test': raise FileNotFoundError(f"{split_dir} has images/ but no masks/ or labels/ folder")
+    if mask_dir is None and split != 'test': raise FileNotFoundError(f"{split_dir} has images/ but no masks/ or "
+                                                                     "labels/ folder")
     return cases
 
 # %% ../../nbs/01f_data.folders.ipynb #6f19ac20
@@ -172,7 +174,7 @@ def _image_channels(images:list) -> int:
             if im.mode in ('RGB', 'RGBA', 'CMYK', 'YCbCr', 'P'): return 3
     return 1
 
-# %% ../../nbs/01f_data.folders.ipynb #944ee5a2
+# %% ../../nbs/01f_data.folders.ipynb #eca718f9
 def _inspect_2d(root:Path, meta:dict, progress:bool=False) -> FolderInfo:
     split_dirs = {s: root / s for s in ('train', 'val', 'test') if (root / s / 'images').is_dir()}
     if (root / 'images').is_dir(): split_dirs.setdefault('train', root)
@@ -181,7 +183,8 @@ def _inspect_2d(root:Path, meta:dict, progress:bool=False) -> FolderInfo:
     images = [c[1][0] for cs in splits.values() for c in cs]
     masks = [c[2] for cs in splits.values() for c in cs if c[2] is not None]
     if meta.get('labels'):
-        names, values = _classes_from_labels(meta['labels'], root / 'dataset.json'); thr, note = None, 'dataset.json labels'
+        names, values = _classes_from_labels(meta['labels'], root / 'dataset.json')
+        thr, note = None, 'dataset.json labels'
     else:
         values, thr, note = _mask_classes(masks, progress)
         names = ['background', 'foreground'] if len(values) == 2 else ['background'] + [f'class{v}' for v in values[1:]]
@@ -208,7 +211,7 @@ def inspect_folder(root:str|Path, # a data set folder in one of FOLDER_LAYOUTS
                      "(dataset.json + imagesTr/ + labelsTr/), a Decathlon folder (dataset.json with 'training'), or a "
                      "2D folder (images/ + masks/, optionally inside train/ val/ test/)")
 
-# %% ../../nbs/01f_data.folders.ipynb #65fa0aff
+# %% ../../nbs/01f_data.folders.ipynb #48b8443f
 def _folder_card(info:FolderInfo, card:dict|None=None) -> dict:
     "A valid data card describing `info` (optionally on top of a user card's description)."
     classes = [dict(name=n, values=[v]) for n, v in zip(info.class_names, info.label_values)]
@@ -218,7 +221,8 @@ def _folder_card(info:FolderInfo, card:dict|None=None) -> dict:
     if card is not None and len(card['classes']) != len(classes):
         raise ValueError(f"card '{card['name']}' has {len(card['classes'])} classes but {info.root} has "
                          f"{len(classes)} ({info.class_names})")
-    if card is not None: classes = [dict(name=c['name'], values=[v]) for c, v in zip(card['classes'], info.label_values)]
+    if card is not None:
+        classes = [dict(name=c['name'], values=[v]) for c, v in zip(card['classes'], info.label_values)]
     reader = 'folder2d' if info.layout == 'folder2d' or info.spatial_dims == 2 else 'nifti'
     layout = dict(reader=reader, image_glob='*', label_pattern='{stem}', label_suffixes=[''])
     if info.mask_threshold is not None: layout['mask_threshold'] = info.mask_threshold
@@ -251,7 +255,7 @@ def dataset_from_folder(root:str|Path, # a folder in one of FOLDER_LAYOUTS (see 
     ds.folder_info = info
     return ds.verify() if verify else ds
 
-# %% ../../nbs/01f_data.folders.ipynb #383248d1
+# %% ../../nbs/01f_data.folders.ipynb #358c820e
 def _rotation(ax:int, deg:float) -> np.ndarray:
     t, R = np.deg2rad(deg), np.eye(3)
     i, j = [k for k in range(3) if k != ax]
@@ -266,7 +270,8 @@ def _sample_blocks(n:int, size, rng) -> list:
     lab[lab == 3] = 0   # background / grey matter / white matter
     out = []
     for _ in range(n):
-        lo = [int(rng.integers(max(0, (s - z) // 2 - 20), max(1, min(s - z, (s - z) // 2 + 20) + 1))) for s, z in zip(t1.shape, size)]
+        lo = [int(rng.integers(max(0, (s - z) // 2 - 20), max(1, min(s - z, (s - z) // 2 + 20) + 1)))
+              for s, z in zip(t1.shape, size)]
         ix = tuple(slice(a, a + z) for a, z in zip(lo, size))
         out.append((t1[ix], lab[ix]))
     return out
@@ -292,7 +297,7 @@ def _sample_nnunet(root:Path, blocks:list, n_train:int, rng):
         name=root.name, channel_names={'0': 'CT'}, labels={'background': 0, 'grey matter': 1, 'white matter': 2},
         numTraining=n_train, file_ending='.nii.gz', description='MNI152 tissue sample written as CT-like nnU-Net v2 data'), indent=1))
 
-# %% ../../nbs/01f_data.folders.ipynb #9980efdb
+# %% ../../nbs/01f_data.folders.ipynb #15628e3a
 def _sample_msd(root:Path, blocks:list, n_train:int, rng):
     from scipy import ndimage as ndi
     training, test = [], []
@@ -306,7 +311,8 @@ def _sample_msd(root:Path, blocks:list, n_train:int, rng):
         A = np.diag([2., 2., 2., 1.]); A[:3, 3] = [-90, -120, -70]
         case = f'mnimr_{i:03d}'
         if i < n_train:
-            _write_nifti(root / 'imagesTr' / f'{case}.nii.gz', img, A); _write_nifti(root / 'labelsTr' / f'{case}.nii.gz', lab.astype(np.uint8), A)
+            _write_nifti(root / 'imagesTr' / f'{case}.nii.gz', img, A)
+            _write_nifti(root / 'labelsTr' / f'{case}.nii.gz', lab.astype(np.uint8), A)
             training.append(dict(image=f'./imagesTr/{case}.nii.gz', label=f'./labelsTr/{case}.nii.gz'))
         else: _write_nifti(root / 'imagesTs' / f'{case}.nii.gz', img, A); test.append(f'./imagesTs/{case}.nii.gz')
     (root / 'dataset.json').write_text(json.dumps(dict(
@@ -314,7 +320,7 @@ def _sample_msd(root:Path, blocks:list, n_train:int, rng):
         labels={'0': 'background', '1': 'grey matter', '2': 'white matter'}, numTraining=n_train, numTest=len(test),
         training=training, test=test, description='MNI152 tissue sample written as a Decathlon task'), indent=1))
 
-# %% ../../nbs/01f_data.folders.ipynb #e2183114
+# %% ../../nbs/01f_data.folders.ipynb #83e1aa1d
 def _sample_2d(root:Path, n_train:int, n_test:int, rng):
     from PIL import Image
     from medseg_lab.data.mni152 import _mni152_base
@@ -329,10 +335,11 @@ def _sample_2d(root:Path, n_train:int, n_test:int, rng):
         m = Image.fromarray(((lab[:, :, k] == 2) * 255).astype(np.uint8)).resize((w, h), Image.NEAREST)
         split = 'train' if i < n_train else 'test'
         for sub in ('images', 'masks'): (root / split / sub).mkdir(parents=True, exist_ok=True)
-        Image.fromarray((255 * np.clip(rgb, 0, 1)).astype(np.uint8)).save(root / split / 'images' / f'slice{i:03d}.jpg', quality=92)
+        img = Image.fromarray((255 * np.clip(rgb, 0, 1)).astype(np.uint8))
+        img.save(root / split / 'images' / f'slice{i:03d}.jpg', quality=92)
         m.save(root / split / 'masks' / f'slice{i:03d}_segmentation.png')
 
-# %% ../../nbs/01f_data.folders.ipynb #5dfba1ce
+# %% ../../nbs/01f_data.folders.ipynb #22c0da5f
 def write_sample_folder(root:str|Path, # the folder to create (must not exist, or be empty)
                         layout:str='nnunet_v2', # one of FOLDER_LAYOUTS
                         n_cases:int=4, # labelled training cases
@@ -343,7 +350,8 @@ def write_sample_folder(root:str|Path, # the folder to create (must not exist, o
     "Write the bundled MNI152 sample as a data set folder in `layout`; returns the folder."
     if layout not in FOLDER_LAYOUTS: raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(FOLDER_LAYOUTS)}")
     root = Path(root).expanduser()
-    if root.exists() and any(root.iterdir()): raise FileExistsError(f"{root} exists and is not empty: choose a new folder")
+    if root.exists() and any(root.iterdir()): raise FileExistsError(f"{root} exists and is not empty: choose a "
+                                                                    "new folder")
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     if layout == 'folder2d': _sample_2d(root, n_cases, n_test, rng)

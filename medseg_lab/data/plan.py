@@ -14,7 +14,7 @@ import torch
 __all__ = ['FINGERPRINT_VERSION', 'ANISOTROPY_THRESHOLD', 'NORMALIZATIONS', 'PLAN_VERSION', 'fingerprint', 'target_spacing_for',
            'normalization_for', 'model_memory', 'patch_and_batch', 'DatasetPlan', 'plan_dataset']
 
-# %% ../../nbs/01c_data.plan.ipynb #885c28c6
+# %% ../../nbs/01c_data.plan.ipynb #ba392d99
 FINGERPRINT_VERSION = 1
 _MAX_FG_VOXELS = 10_000_000
 
@@ -25,7 +25,8 @@ def _case_fingerprint(ds, i:int, per_case:int, seed:int=1234) -> dict:
     image, label, _, _ = crop_to_nonzero(c['image'], c['label'])
     fg = label > 0
     vals = image[:, fg]
-    if vals.shape[1] > per_case: vals = vals[:, np.random.RandomState(seed).choice(vals.shape[1], per_case, replace=False)]
+    if vals.shape[1] > per_case:
+        vals = vals[:, np.random.RandomState(seed).choice(vals.shape[1], per_case, replace=False)]
     return dict(case=c['case'], spacing=[float(s) for s in c['spacing']], shape=list(c['image'].shape[1:]),
                 shape_after_crop=list(image.shape[1:]), relative_size=float(image[0].size / c['image'][0].size),
                 class_voxels=np.bincount(label.ravel(), minlength=ds.num_classes).tolist(), fg=vals.astype(np.float32))
@@ -38,12 +39,17 @@ def _files_key(ds) -> str:
             st = Path(f).stat(); h.update(f"{case}|{Path(f).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
 
-# %% ../../nbs/01c_data.plan.ipynb #cb3448a5
+# %% ../../nbs/01c_data.plan.ipynb #2096a6d8
 def _channel_stats(v:np.ndarray) -> dict:
-    if v.size == 0: return dict(mean=None, std=None, median=None, min=None, max=None, percentile_00_5=None, percentile_99_5=None)
+    if v.size == 0: return dict(mean=None, std=None, median=None, min=None, max=None, percentile_00_5=None,
+                                percentile_99_5=None)
     p005, med, p995 = np.percentile(v, [0.5, 50., 99.5])
     return dict(mean=float(v.mean()), std=float(v.std()), median=float(med), min=float(v.min()), max=float(v.max()),
                 percentile_00_5=float(p005), percentile_99_5=float(p995))
+
+def _default_workers() -> int:
+    "Up to 4 worker processes, no more than the CPUs this process may use."
+    return min(4, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 2))
 
 def _map(fn, items, num_workers, desc, progress):
     "`[fn(i) for i in items]` with a tqdm bar, in `num_workers` processes when > 0."
@@ -55,7 +61,7 @@ def _map(fn, items, num_workers, desc, progress):
     with ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,)) as ex:
         return list(tqdm(ex.map(fn, items), total=len(items), desc=desc, disable=not progress, leave=False))
 
-# %% ../../nbs/01c_data.plan.ipynb #ce86f89c
+# %% ../../nbs/01c_data.plan.ipynb #33d83508
 def fingerprint(ds, # a `FileSegmentationDataset` (from `open_dataset` or `dataset_from_folder`)
                 num_workers:int|None=None, # processes reading cases (None: up to 4, 0: this process)
                 progress:bool=True, # tqdm bar over the cases
@@ -68,7 +74,7 @@ def fingerprint(ds, # a `FileSegmentationDataset` (from `open_dataset` or `datas
     if cache and path.is_file():
         try: return json.loads(path.read_text())
         except json.JSONDecodeError: pass
-    if num_workers is None: num_workers = min(4, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else 2)
+    if num_workers is None: num_workers = _default_workers()
     per_case = max(1, _MAX_FG_VOXELS // max(len(ds), 1))
     cases = _map(partial(_case_fingerprint, ds, per_case=per_case), range(len(ds)),
                  num_workers if len(ds) > 1 else 0, f'fingerprint {ds.name}', progress)
@@ -250,14 +256,15 @@ DatasetPlan.save, DatasetPlan.load, DatasetPlan.table = _save, staticmethod(_loa
 DatasetPlan.__str__ = lambda self: self.table().to_string(header=False)
 DatasetPlan._repr_html_ = lambda self: self.table()._repr_html_()
 
-# %% ../../nbs/01c_data.plan.ipynb #d862a9d5
+# %% ../../nbs/01c_data.plan.ipynb #136d5b75
 def _open_source(root_or_card, root, split):
     "The data set and its `source` record for `plan_dataset`."
     from medseg_lab.data import open_dataset, dataset_from_folder, list_cards, load_card
     from medseg_lab.data.readers import FileSegmentationDataset
     if isinstance(root_or_card, FileSegmentationDataset):
         info = getattr(root_or_card, 'folder_info', None)
-        src = dict(folder=str(info.root)) if info is not None else dict(card=root_or_card.name, root=str(root_or_card.root))
+        src = dict(folder=str(info.root)) if info is not None else dict(card=root_or_card.name,
+                                                                        root=str(root_or_card.root))
         return root_or_card, src
     if isinstance(root_or_card, dict) or root is not None:
         card = load_card(root_or_card) if isinstance(root_or_card, str) else root_or_card
@@ -268,16 +275,18 @@ def _open_source(root_or_card, root, split):
         return ds, dict(card=card['name'] if isinstance(root_or_card, str) else card, root=str(Path(root).expanduser()))
     p = Path(root_or_card).expanduser()
     if not p.is_dir():
-        raise FileNotFoundError(f"{root_or_card!r} is not a folder; for a card pass its root too (cards: {', '.join(list_cards())})")
+        raise FileNotFoundError(f"{root_or_card!r} is not a folder; for a card pass its root too (cards: "
+                                f"{', '.join(list_cards())})")
     return dataset_from_folder(p, split=split), dict(folder=str(p.resolve()))
 
-# %% ../../nbs/01c_data.plan.ipynb #a28e85a4
+# %% ../../nbs/01c_data.plan.ipynb #793afc6f
 def _resampled_shape(shape, spacing, target) -> list:
     return [max(1, int(round(s * a / b))) for s, a, b in zip(shape, spacing, target)]
 
 def _plan_2d_mode(ds, fp, mode_2d, resize_to):
     "('native' | 'resize', resize_to or None, note)."
-    if mode_2d not in ('auto', 'native', 'resize'): raise ValueError(f"mode_2d must be 'auto', 'native' or 'resize', got {mode_2d!r}")
+    if mode_2d not in ('auto', 'native', 'resize'): raise ValueError("mode_2d must be 'auto', 'native' or "
+                                                                     f"'resize', got {mode_2d!r}")
     sizes = {tuple(s) for s in fp['shapes']}
     photo = ds.reader == 'folder2d'
     mode = mode_2d if mode_2d != 'auto' else ('resize' if photo and len(sizes) > 1 else 'native')
@@ -287,7 +296,7 @@ def _plan_2d_mode(ds, fp, mode_2d, resize_to):
            ': images share one size or have a physical spacing'))
     return mode, (rs if mode == 'resize' else None), why
 
-# %% ../../nbs/01c_data.plan.ipynb #79d1d94a
+# %% ../../nbs/01c_data.plan.ipynb #608d7634
 def plan_dataset(root_or_card, # a data set folder, a card name (with `root`), or a FileSegmentationDataset
                  root:str|Path|None=None, # the card's data folder
                  split:str='train', # the split to plan from (its labelled cases)
@@ -315,7 +324,8 @@ def plan_dataset(root_or_card, # a data set folder, a card name (with `root`), o
                      f"target spacing: axis {ax} is anisotropic (> {ANISOTROPY_THRESHOLD}x, few voxels): its 10th percentile")
     med_shape = [int(v) for v in np.median(np.array(shapes), 0)]
     mem = model_memory(model, preset, sd, ds.in_channels, ds.num_classes, **(model_kwargs or {}))
-    patch, batch = patch_and_batch(med_shape, target, mem, memory_budget_gb, float(np.sum([np.prod(s) for s in shapes])))
+    patch, batch = patch_and_batch(med_shape, target, mem, memory_budget_gb,
+                                   float(np.sum([np.prod(s) for s in shapes])))
     if mode == 'resize': patch = [int(math.ceil(r / mem['divisor'])) * mem['divisor'] for r in rs]
     est = (mem['fixed_bytes'] + batch * np.prod(patch) * mem['bytes_per_voxel']) / 2 ** 30
     stats = fp['foreground_intensity_properties_per_channel']

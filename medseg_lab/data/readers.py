@@ -13,13 +13,14 @@ from . import LAYOUT_SCHEMA, load_card, validate_card
 # %% auto #0
 __all__ = ['CorruptFileError', 'FileSegmentationDataset', 'open_dataset']
 
-# %% ../../nbs/01e_data.readers.ipynb #ade513d5
+# %% ../../nbs/01e_data.readers.ipynb #a457f98e
 class CorruptFileError(OSError):
     "An image or label file that exists but cannot be decoded."
 
 _NIFTI_EXT = ('.nii.gz', '.nii')
 _IMAGE_EXT = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 _LOSSY_EXT = ('.jpg', '.jpeg')
+_WIDE_MODES = ('I;16', 'I;16B', 'I', 'F')   # 16-bit / float greyscale images: kept, not squeezed to 8 bits
 
 def _strip_ext(name:str, exts) -> str:
     for e in sorted(exts, key=len, reverse=True):
@@ -33,7 +34,7 @@ def _read_2d(path:Path, kind:str, channels:int|None=None) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             if channels is None: im = im.convert('L') if im.mode in ('RGB', 'RGBA', 'LA', 'CMYK', 'YCbCr', 'P') else im
-            else: im = im.convert('RGB' if channels == 3 else ('L' if im.mode not in ('I;16', 'I;16B', 'I', 'F') else im.mode))
+            else: im = im.convert('RGB' if channels == 3 else ('L' if im.mode not in _WIDE_MODES else im.mode))
             a = np.array(im)
     except Exception as e: raise CorruptFileError(f"cannot read {kind} file {path}: {e}") from e
     if channels is None: return a
@@ -65,7 +66,7 @@ def _read_nifti(path:Path, kind:str):
     except Exception as e: raise CorruptFileError(f"cannot read {kind} file {path}: {e}") from e
     return a, _spacing_of(img), img
 
-# %% ../../nbs/01e_data.readers.ipynb #79c56d3d
+# %% ../../nbs/01e_data.readers.ipynb #4bd135e5
 def _label_lut(card:dict) -> dict:
     return {v: i for i, c in enumerate(card['classes']) for v in c['values']}
 
@@ -77,7 +78,8 @@ def _map_labels(raw:np.ndarray, card:dict, path:Path, threshold:int|None=None) -
     "Raw label values on disk -> class indices `int64`, checked against the card's classes (per-file value set)."
     if raw.dtype.kind == 'f':
         if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)):
-            raise ValueError(f"label file {path} holds non-integer values (was it resampled with linear interpolation?)")
+            raise ValueError(f"label file {path} holds non-integer values (was it resampled with linear "
+                             "interpolation?)")
     vals = np.unique(raw)
     if _is_index_coded_binary(vals, card): return raw.astype(np.int64)
     if threshold is not None: return (raw > threshold).astype(np.int64)
@@ -90,7 +92,7 @@ def _map_labels(raw:np.ndarray, card:dict, path:Path, threshold:int|None=None) -
     for v in vals: out[raw == v] = lut[v.item()]
     return out
 
-# %% ../../nbs/01e_data.readers.ipynb #97b21a4b
+# %% ../../nbs/01e_data.readers.ipynb #edb61efb
 def _how_to_get(card:dict) -> str:
     return (f"{card['title']} is not bundled with medseg_lab: obtain it from {card['source']['url']} "
             f"(licence: {card['licence']}) and unpack it so that '{card['layout'].get('image_glob', '')}' "
@@ -102,7 +104,8 @@ def _layout_for(card:dict, split:str|None, overrides:dict) -> dict:
     splits = card['layout'].get('splits') or {}
     if split is not None:
         if split not in splits:
-            raise ValueError(f"card '{card['name']}' has no split {split!r}; valid: {sorted(splits) or 'none (use split=None)'}")
+            raise ValueError(f"card '{card['name']}' has no split {split!r}; valid: "
+                             f"{sorted(splits) or 'none (use split=None)'}")
         lay.update(splits[split])
     schema = LAYOUT_SCHEMA[lay['reader']]
     bad = [k for k in overrides if k not in schema or k == 'splits']
@@ -132,7 +135,7 @@ def _cases_folder2d(root:Path, lay:dict) -> list:
         cases.append((stem, [im], lab))
     return cases
 
-# %% ../../nbs/01e_data.readers.ipynb #f4006c48
+# %% ../../nbs/01e_data.readers.ipynb #3605f750
 def _json_cases(root:Path, js:Path, entries:list) -> list:
     "Cases of a Decathlon / nnU-Net v1 `dataset.json` list of `{image, label}` entries."
     cases = []
@@ -144,7 +147,8 @@ def _json_cases(root:Path, js:Path, entries:list) -> list:
         if not files: raise FileNotFoundError(f"{js} lists image {img}, which does not exist (nor {case}_0000.nii.gz)")
         lab = root/e['label'] if isinstance(e, dict) and 'label' in e else None
         if lab is None or not lab.is_file():
-            raise FileNotFoundError(f"case {case}: image {files[0]} has no label: {js} names {lab if lab else 'no label for it'}")
+            raise FileNotFoundError(f"case {case}: image {files[0]} has no label: {js} names "
+                                    f"{lab if lab else 'no label for it'}")
         cases.append((case, files, lab))
     return cases
 
@@ -165,7 +169,8 @@ def _cases_nifti(root:Path, lay:dict) -> list:
     for (parent, case), files in sorted(groups.items()):
         lab, tried = _find_label(root, lay['label_pattern'], lay['label_suffixes'], case=case, stem=case,
                                  parent=parent.relative_to(root).as_posix())
-        if lab is None: raise FileNotFoundError(f"image {files[0]} has no label: looked for {', '.join(map(str, tried))}")
+        if lab is None: raise FileNotFoundError(f"image {files[0]} has no label: looked for "
+                                                f"{', '.join(map(str, tried))}")
         cases.append((case, sorted(files), lab))
     if len({c[0] for c in cases}) < len(cases): # e.g. KiTS: case_00000/imaging.nii.gz -> name cases by their folder
         cases = [((f[0].parent.relative_to(root)/c).as_posix(), f, l) for c, f, l in cases]
@@ -292,7 +297,7 @@ FileSegmentationDataset.case_spacing = _case_spacing
 FileSegmentationDataset.spacing = property(_spacing_prop)
 FileSegmentationDataset.verify = _verify
 
-# %% ../../nbs/01e_data.readers.ipynb #2041c736
+# %% ../../nbs/01e_data.readers.ipynb #48e51186
 def open_dataset(card_or_name:str|dict, # a card name (see `list_cards()`) or a card mapping
                  root:str|Path|None=None, # the folder the data set was unpacked into (not needed for builtin cards)
                  split:str|None=None, # a split the card's layout names ('train', 'val', 'test'); None = the default layout
@@ -312,7 +317,8 @@ def open_dataset(card_or_name:str|dict, # a card name (see `list_cards()`) or a 
     if not root.is_dir(): raise FileNotFoundError(f"data root {root} does not exist. {_how_to_get(card)}")
     if lay['reader'] == 'folder':
         from medseg_lab.data.folders import dataset_from_folder
-        return dataset_from_folder(root / lay.get('subfolder', '.'), split=split or 'train', transform=transform, card=card)
+        return dataset_from_folder(root / lay.get('subfolder', '.'), split=split or 'train', transform=transform,
+                                   card=card)
     cases = (_cases_folder2d if lay['reader'] == 'folder2d' else _cases_nifti)(root, lay)
     if not cases: raise FileNotFoundError(f"no images matching '{lay['image_glob']}' under {root}. {_how_to_get(card)}")
     return FileSegmentationDataset(card, root, cases, lay, transform)

@@ -39,7 +39,7 @@ def fold_split(splits:list, # from `crossval_splits` or a splits_final.json
     tr = r.choice(len(ids), int(len(ids) * 0.8), replace=False)
     return [ids[i] for i in tr], [ids[i] for i in range(len(ids)) if i not in tr]
 
-# %% ../../nbs/01g_data.splits.ipynb #fe202ede
+# %% ../../nbs/01g_data.splits.ipynb #32d6cdcd
 def _open(data, data_root, split):
     "FileSegmentationDataset of `split` of a folder or card (or None when it has none), and the source record."
     from medseg_lab.data import dataset_from_folder, inspect_folder, open_dataset, load_card
@@ -55,7 +55,8 @@ def _split_ids(ds, info, val_ds, fold, data_root) -> tuple:
     "(splits list, train ids, val ids)."
     if val_ds is not None:
         splits = [dict(train=list(ds.case_ids), val=list(val_ds.case_ids))]
-        if fold not in (0, 'all'): raise ValueError(f"the data set has its own validation split: use fold=0, got fold={fold!r}")
+        if fold not in (0, 'all'): raise ValueError("the data set has its own validation split: use fold=0, got "
+                                                    f"fold={fold!r}")
         return splits, list(ds.case_ids), list(val_ds.case_ids)
     if info is not None and info.splits_file is not None:
         splits = json.loads(info.splits_file.read_text())
@@ -63,7 +64,7 @@ def _split_ids(ds, info, val_ds, fold, data_root) -> tuple:
     tr, va = fold_split(splits, fold, ds.case_ids)
     return splits, tr, va
 
-# %% ../../nbs/01g_data.splits.ipynb #62068b19
+# %% ../../nbs/01g_data.splits.ipynb #408056ee
 def training_data(data, # a data set folder, or a card name (with `data_root`)
                   data_root:str|Path|None=None, # the card's data folder
                   fold:int|str=0, # cross-validation fold (0-4) or 'all'
@@ -87,8 +88,10 @@ def training_data(data, # a data set folder, or a card name (with `data_root`)
         plan = plan_dataset(ds, model=model, preset=preset, memory_budget_gb=memory_budget_gb, mode_2d=mode_2d,
                             resize_to=resize_to, num_workers=preprocess_workers, progress=progress, model_kwargs=model_kwargs)
     if patch_size is not None:
-        if len(patch_size) != plan.spatial_dims: raise ValueError(f"patch_size {patch_size} needs {plan.spatial_dims} sizes")
-        plan.patch_size = [int(p) for p in patch_size]; plan.notes.append(f"patch size {plan.patch_size} set by the run")
+        if len(patch_size) != plan.spatial_dims: raise ValueError(f"patch_size {patch_size} needs "
+                                                                  f"{plan.spatial_dims} sizes")
+        plan.patch_size = [int(p) for p in patch_size]; plan.notes.append(f"patch size {plan.patch_size} set by "
+                                                                          "the run")
     splits, tr, va = _split_ids(ds, info, val_ds, fold, data_root)
     kw = dict(cache_root=cache_root, num_workers=preprocess_workers, progress=progress)
     pre = preprocess_dataset(ds, plan, **kw)
