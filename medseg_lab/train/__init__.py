@@ -304,7 +304,8 @@ def make_loss(name:str='cedice', # 'cedice' | 'bcedice' | 'dice' | 'ce'
 
 # %% ../../nbs/30_train.ipynb #dbf8ca09
 from .evaluation import *
+from .folders import *
 from .loop import *
 from .runs import *
 from .evaluation import _forward, _labels_from_logits
-from .loop import _load_ckpt
+from .folders import _load_ckpt
