@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 # %% auto #0
-__all__ = ['hippo_legs', 'discretize_zoh', 'ssm_kernel', 'fft_conv', 'S4Layer']
+__all__ = ['HIPPO_MEASURES', 'hippo_legs', 'discretize_zoh', 'ssm_kernel', 'fft_conv', 'S4Layer', 'legendre_basis',
+           'hippo_project', 'hippo_reconstruct']
 
 # %% ../nbs/05a_s4.ipynb #54f2e043
 def hippo_legs(n_state:int, # N, the state size
@@ -28,8 +29,10 @@ def discretize_zoh(A:torch.Tensor, # (N, N) continuous state matrix
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     "ZOH discretisation (MM-UNet Eq. 2): `(Ā (H, N, N), B̄ (H, N))` from one augmented matrix exponential per channel."
     n = A.shape[-1]
-    if A.shape != (n, n) or B.shape != (n,): raise ValueError(f"need A (N, N) and B (N,), got {tuple(A.shape)}, {tuple(B.shape)}")
-    if dt.ndim != 1 or (dt <= 0).any(): raise ValueError(f"dt must be a 1D tensor of positive steps, got shape {tuple(dt.shape)}")
+    if A.shape != (n, n) or B.shape != (n,):
+        raise ValueError(f"need A (N, N) and B (N,), got {tuple(A.shape)}, {tuple(B.shape)}")
+    if dt.ndim != 1 or (dt <= 0).any():
+        raise ValueError(f"dt must be a 1D tensor of positive steps, got shape {tuple(dt.shape)}")
     M = torch.zeros(dt.shape[0], n + 1, n + 1, dtype=A.dtype, device=A.device)
     M[:, :n, :n] = dt[:, None, None] * A
     M[:, :n, n] = dt[:, None] * B
@@ -65,12 +68,14 @@ def fft_conv(u:torch.Tensor, # input (..., H, L)
 
 # %% ../nbs/05a_s4.ipynb #dfd4dedc
 class S4Layer(nn.Module):
-    """The SSM of an S4 block (Gu et al. 2021; MM-UNet §3.1, Eqs. 1–4): y = x * K̄ + D x per channel, K̄ by FFT.
-
-    Args: d_model (channels H), d_state (N, default 64), dt_min/dt_max (range of the log-uniform initial Δ,
-    1e-3/1e-1), learn_dt (Δ trainable, default True).
-    Raises: ValueError for non-positive sizes or a bad Δ range; on input of the wrong shape or with NaN/Inf."""
-    def __init__(self, d_model:int, d_state:int=64, dt_min:float=1e-3, dt_max:float=1e-1, learn_dt:bool=True):
+    "The SSM of an S4 block (Gu et al. 2022; MM-UNet §3.1, Eqs. 1–4): y = x * K̄ + D x per channel, K̄ by FFT."
+    def __init__(self,
+                 d_model:int, # H, the channels (one SSM each)
+                 d_state:int=64, # N, the HiPPO-LegS state size
+                 dt_min:float=1e-3, # smallest initial Δ (log-uniform in [dt_min, dt_max])
+                 dt_max:float=1e-1, # largest initial Δ
+                 learn_dt:bool=True, # Δ trainable
+                ):
         super().__init__()
         for name, v in (('d_model', d_model), ('d_state', d_state)):
             if not isinstance(v, int) or v < 1: raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -95,7 +100,8 @@ class S4Layer(nn.Module):
     def forward(self, x:torch.Tensor, # (batch, length, d_model)
                ) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"S4Layer expects (batch, length, d_model={self.d_model}), got {tuple(getattr(x, 'shape', ()))}")
+            raise ValueError(f"S4Layer expects (batch, length, d_model={self.d_model}), "
+                             f"got {tuple(getattr(x, 'shape', ()))}")
         if not torch.isfinite(x).all(): raise ValueError("S4Layer input contains NaN or Inf values")
         u = x.transpose(1, 2)                                            # (batch, H, L)
         K = self.kernel(u.shape[-1]).to(u.dtype)
@@ -104,7 +110,7 @@ class S4Layer(nn.Module):
 
     def step_recurrence(self, x:torch.Tensor, # (batch, length, d_model)
                        ) -> torch.Tensor:
-        "The same layer as the recurrence h_t = Ā h_{t-1} + B̄ x_t, y_t = C h_t + D x_t (Eq. 3), one step at a time (slow; a check)."
+        "The recurrence h_t = Ā h_{t-1} + B̄ x_t, y_t = C h_t + D x_t (Eq. 3), one step at a time (slow; a check)."
         Abar, Bbar = self.discrete()
         C, D = self.C.double(), self.D.double()
         u = x.double()
@@ -113,3 +119,68 @@ class S4Layer(nn.Module):
             h = (Abar @ h[..., None])[..., 0] + Bbar * u[:, t, :, None]
             ys.append((C * h).sum(-1) + D * u[:, t])
         return torch.stack(ys, 1).to(x.dtype)
+
+# %% ../nbs/05a_s4.ipynb #6ca78186
+def legendre_basis(n_state:int, # N, the number of polynomials
+                   x, # points in [0, 1], any shape (...,)
+                  ) -> torch.Tensor: # (..., N), float64
+    "Orthonormal shifted Legendre polynomials L_n(x) = √(2n+1) P_n(2x − 1) on [0, 1], n < N, at `x`."
+    if not isinstance(n_state, int) or n_state < 1: raise ValueError(f"n_state must be a positive int, got {n_state!r}")
+    y = 2 * torch.as_tensor(x, dtype=torch.float64) - 1
+    P = [torch.ones_like(y), y]
+    for n in range(1, n_state - 1):                                   # Bonnet: (n+1) P_{n+1} = (2n+1) y P_n − n P_{n−1}
+        P.append(((2 * n + 1) * y * P[n] - n * P[n - 1]) / (n + 1))
+    return torch.stack(P[:n_state], -1) * torch.sqrt(2 * torch.arange(n_state, dtype=torch.float64) + 1)
+
+# %% ../nbs/05a_s4.ipynb #8d426a42
+HIPPO_MEASURES = ('scaled', 'exponential')
+
+def _check_measure(measure, dt):
+    if measure not in HIPPO_MEASURES:
+        raise ValueError(f"Unknown measure {measure!r}; valid: {', '.join(HIPPO_MEASURES)}")
+    if measure == 'exponential' and (dt is None or not float(dt) > 0):
+        raise ValueError(f"measure='exponential' needs a step dt > 0 (S4's range is 1e-3 to 1e-1), got {dt!r}")
+    if measure == 'scaled' and dt is not None:
+        raise ValueError("measure='scaled' has no step dt (its time scale is the length of the history): leave dt=None")
+
+def hippo_project(u:torch.Tensor, # signal (..., L), one sample per unit of time
+                  n_state:int, # N, the number of Legendre coefficients
+                  measure:str='scaled', # 'scaled': all of the history, uniformly; 'exponential': S4's fixed-Δ form
+                  dt:float|None=None, # Δ per sample ('exponential' only)
+                  chunk:int=1024, # steps discretised at once ('scaled'): bounds memory to chunk·(N+1)² floats
+                 ) -> torch.Tensor: # (..., L, N) float64: the coefficients after every sample
+    "HiPPO-LegS coefficients of the history of `u` after each sample, by exact ZOH steps of `hippo_legs`."
+    if not isinstance(u, torch.Tensor) or u.ndim < 1 or u.shape[-1] < 1 or not u.dtype.is_floating_point:
+        raise ValueError(f"u must be a float tensor (..., L) with L >= 1, got {getattr(u, 'shape', type(u))}")
+    if not torch.isfinite(u).all(): raise ValueError("hippo_project: u contains NaN or Inf values")
+    _check_measure(measure, dt)
+    A, B = hippo_legs(n_state)
+    u, L = u.double(), u.shape[-1]
+    if measure == 'exponential':                                   # LTI: every coefficient is a convolution of u
+        Ab, Bb = discretize_zoh(A, B, torch.tensor([float(dt)], dtype=torch.float64))
+        K = ssm_kernel(Ab.expand(n_state, -1, -1), Bb.expand(n_state, -1), torch.eye(n_state, dtype=torch.float64), L)
+        return fft_conv(u[..., None, :], K).transpose(-1, -2)
+    c = u.new_zeros(*u.shape[:-1], n_state)
+    c[..., 0] = u[..., 0]                                          # after one sample: the constant u_0
+    out = [c]
+    for start in range(1, L, chunk):                               # from time k to k+1: Δτ = log((k+1)/k)
+        k = torch.arange(start, min(L, start + chunk), dtype=torch.float64)
+        Ab, Bb = discretize_zoh(A, B, torch.log1p(1 / k))
+        for i, ki in enumerate(range(start, start + len(k))):
+            c = c @ Ab[i].T + Bb[i] * u[..., ki, None]
+            out.append(c)
+    return torch.stack(out, -2)
+
+# %% ../nbs/05a_s4.ipynb #0cfc29cc
+def hippo_reconstruct(coef:torch.Tensor, # (..., N) HiPPO-LegS coefficients after some sample t
+                      length:int, # how many samples up to t to rebuild ('scaled': all samples seen so far)
+                      measure:str='scaled', # the measure `coef` was projected with
+                      dt:float|None=None, # Δ per sample ('exponential' only)
+                     ) -> torch.Tensor: # (..., length) float64, oldest sample first
+    "The signal rebuilt from its HiPPO-LegS coefficients, Σ_n c_n L_n(x), at the centres of the last `length` samples."
+    if not isinstance(length, int) or length < 1: raise ValueError(f"length must be a positive int, got {length!r}")
+    if not isinstance(coef, torch.Tensor) or coef.ndim < 1: raise ValueError("coef must be a tensor (..., N)")
+    _check_measure(measure, dt)
+    j = torch.arange(length, dtype=torch.float64)
+    x = (j + 0.5) / length if measure == 'scaled' else torch.exp(-float(dt) * (length - 0.5 - j))
+    return coef.double() @ legendre_basis(coef.shape[-1], x).T

@@ -289,7 +289,7 @@ def selective_scan(u:torch.Tensor, # input (batch, dim, length)
 SCAN_KINDS = ('DHW', 'DWH', 'HDW', 'HWD', 'WDH', 'WHD', 'HW', 'WH', '2d', 'window', 'zigzag', 'inclined')
 
 def _order_keys(shape, kind, window):
-    "Flat C-order indices of `shape` in the visiting order of `kind`."
+    "Flat C-order indices of `shape` (axes in D, H, W order) in the visiting order of `kind`."
     nd, idx = len(shape), np.arange(int(np.prod(shape))).reshape(shape)
     axes = 'DHW'[3 - nd:]
     if kind == '2d': kind = axes
@@ -311,17 +311,31 @@ def _order_keys(shape, kind, window):
                            f"'2d', 'window', 'zigzag', 'inclined', or 'flip(<kind>)'")
     return np.lexsort(keys[::-1])                      # lexsort: last key is the primary one
 
-def scan_order(spatial_shape:tuple, # (H, W) or (D, H, W)
+def _storage_axes(axes, nd):
+    "For each of D, H, W (or H, W): its position in the tensor, from `axes` (None: stored in that order)."
+    canonical = 'DHW'[3 - nd:]
+    if axes is None: return list(range(nd))
+    if not isinstance(axes, str) or sorted(axes) != sorted(canonical):
+        raise ValueError(f"axes must name each axis of the {nd}D shape once, a permutation of {canonical!r} "
+                         f"(e.g. 'WHD' for an (X, Y, Z) volume with Z axial), got {axes!r}")
+    return [axes.index(a) for a in canonical]
+
+def scan_order(spatial_shape:tuple, # (D, H, W) or (H, W), or any order that `axes` names
                kind:str='DHW', # an axis order, '2d', 'window', 'zigzag', 'inclined', or 'flip(<kind>)'
-               window:int|tuple=4, # window size per axis for kind='window'
+               window:int|tuple=4, # window size (per axis of `spatial_shape`) for kind='window'
+               axes:str|None=None, # what each axis of `spatial_shape` is, e.g. 'WHD'; None: 'DHW' / 'HW'
               ):
     "`(perm, inverse)` LongTensors: `x.flatten(-n)[..., perm]` scans in order `kind`, `seq[..., inverse]` undoes it."
     shape = tuple(int(s) for s in spatial_shape)
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise ValueError(f"spatial_shape must be (H, W) or (D, H, W) with positive sizes, got {spatial_shape!r}")
     if not isinstance(kind, str): raise ValueError(f"kind must be a string, got {kind!r}")
+    src = _storage_axes(axes, len(shape))
+    if not isinstance(window, int): window = tuple(np.broadcast_to(np.asarray(window), (len(shape),))[src])
     flip = kind.startswith('flip(') and kind.endswith(')')
-    perm = _order_keys(shape, kind[5:-1] if flip else kind, window)
+    perm = _order_keys(tuple(shape[i] for i in src), kind[5:-1] if flip else kind, window)
+    if src != sorted(src):                             # D, H, W order -> the tensor's own C order
+        perm = np.arange(int(np.prod(shape))).reshape(shape).transpose(src).reshape(-1)[perm]
     if flip: perm = perm[::-1]
     perm = torch.from_numpy(np.ascontiguousarray(perm)).long()
     inverse = torch.empty_like(perm)

@@ -14,15 +14,15 @@ from ..core import prepare_input, get_conv, get_conv_transpose, get_norm, get_ac
 from ..ssm import MambaMixer, scan_order, SCAN_BACKENDS
 
 # %% auto #0
-__all__ = ['SCAN_TABLE', 'SCAN_TABLE_2D', 'SCAN_ALIASES', 'META_BLOCKS', 'PRESETS', 'scan_kinds', 'scan_groups', 'MetaSSM',
-           'ConvNormAct', 'MetaBlock', 'MMUNet', 'build']
+__all__ = ['SCAN_TABLE', 'SCAN_TABLE_2D', 'SCAN_ALIASES', 'META_BLOCKS', 'PRESETS', 'FEATURE_TAPS', 'scan_kinds', 'scan_groups',
+           'MetaSSM', 'ConvNormAct', 'MetaBlock', 'MMUNet', 'build', 'block_features', 'feature_stats']
 
 # %% ../../nbs/13_mmunet.ipynb #7cb30a86
 _AXIS_PAIRS_3D = ('DHW', 'DWH', 'WDH', 'WHD', 'HDW', 'HWD')   # Fig. 3(2): (a,b), (c,d), (e,f), (g,h), (i,j), (k,l)
 
 def _pairs(*kinds): return tuple(k for kind in kinds for k in (kind, f'flip({kind})'))
 
-SCAN_TABLE: dict[str, tuple[str, ...]] = {   # MM-UNet Table 1 (3D), 002_d40fcb0124e46f53.txt §3.4
+SCAN_TABLE: dict[str, tuple[str, ...]] = {   # MM-UNet Table 1 (3D), §3.4
     'B1': ('DHW',),                              # (a)                      DSC 0.902
     'B2': _pairs('DHW'),                         # (a)+(b): 1D BiScan        0.910  <- the paper's choice
     'B3': (*_pairs('DHW'), 'HWD'),               # (a)+(b)+(k)               0.898
@@ -71,13 +71,15 @@ def scan_groups(kinds:Sequence[str], # scan_order kinds, e.g. ('DHW', 'flip(DHW)
 
 # %% ../../nbs/13_mmunet.ipynb #2d1352aa
 class MetaSSM(nn.Module):
-    """MM-UNet's MetaSSM (paper 002, Fig. 3(1)): `x + Σ_groups unscan(Mamba(scan(LN(x))))` on `(B, C, *spatial)`.
+    """MM-UNet's MetaSSM (Fig. 3(1)): `x + Σ_groups unscan(Mamba(scan(LN(x))))` on `(B, C, *spatial)`.
 
     Args:
         spatial_dims: 2 or 3. channels: C (kept).
         scan: a Table 1 row ('B1'..'B9', default 'B2' = DHW + flip(DHW)), an alias ('biscan') or a list of
             `medseg_lab.ssm.scan_order` kinds. window: window size for the 'window' kind (B7), default 4.
         d_state, d_conv, expand: `MambaMixer` sizes (mamba-ssm defaults 16, 4, 2). backend: `selective_scan` backend.
+        axes: what the input's spatial axes are, in the paper's D, H, W (e.g. 'WHD' for (X, Y, Z) volumes with Z
+            axial); None: (D, H, W) as stored. Every scan kind is read in those terms (`scan_order`'s `axes`).
     Raises:
         ValueError: unknown scan rows/kinds (listing the valid ones), non-positive sizes.
     """
@@ -90,10 +92,12 @@ class MetaSSM(nn.Module):
                  expand:int=2, # inner width factor
                  window:int=4, # window side for the 'window' kind
                  backend:str='auto', # selective_scan backend: 'auto' | 'torch' | 'cuda'
+                 axes:str|None=None, # the input's axes in D, H, W terms, e.g. 'WHD'; None: stored (D, H, W)
                 ):
         super().__init__()
         if not isinstance(channels, int) or channels < 1: raise ValueError(f"channels must be a positive int, got {channels!r}")
-        self.spatial_dims, self.channels, self.window = spatial_dims, channels, window
+        scan_order((3,) * spatial_dims, 'DHW'[3 - spatial_dims:], axes=axes)    # fail early on bad axes
+        self.spatial_dims, self.channels, self.window, self.axes = spatial_dims, channels, window, axes
         self.kinds = scan_kinds(scan, spatial_dims)
         self.groups = scan_groups(self.kinds)
         self.norm = nn.LayerNorm(channels)
@@ -104,15 +108,19 @@ class MetaSSM(nn.Module):
     def _order(self, shape, kind, device):
         key = (shape, kind, str(device))
         if key not in self._orders:
-            self._orders[key] = tuple(t.to(device) for t in scan_order(shape, kind, window=self.window))
+            self._orders[key] = tuple(t.to(device) for t in scan_order(shape, kind, window=self.window, axes=self.axes))
         return self._orders[key]
 
     def _scan(self, mixer, h, kind, shape):
         "Run `mixer` over `h` (B, L, C) in order `kind`; the result is back in C order."
+        stored = self.axes in (None, 'DHW'[3 - len(shape):])           # axes stored as D, H, W: C order is DHW
         if kind == '2d' and len(shape) == 3:                           # slice-wise: every D-slice its own sequence
+            depth = shape[(self.axes or 'DHW').index('D')]
+            if not stored: perm, inv = self._order(shape, kind, h.device); h = h[:, perm]
             b, L, c = h.shape
-            return mixer(h.reshape(b * shape[0], L // shape[0], c)).reshape(b, L, c)
-        if kind in ('2d', 'DHW'[3 - len(shape):]): return mixer(h)     # C order: no gather needed
+            y = mixer(h.reshape(b * depth, L // depth, c)).reshape(b, L, c)
+            return y if stored else y[:, inv]
+        if stored and kind in ('2d', 'DHW'[3 - len(shape):]): return mixer(h)     # C order: no gather needed
         perm, inv = self._order(shape, kind, h.device)
         return mixer(h[:, perm])[:, inv]
 
@@ -127,7 +135,9 @@ class MetaSSM(nn.Module):
             y = sum(self._scan(m, h, kind, shape) for m, (kind, _) in zip(self.mixers, self.groups))
         return x + y.transpose(1, 2).reshape(b, c, *shape).to(x.dtype)
 
-    def extra_repr(self): return f"spatial_dims={self.spatial_dims}, channels={self.channels}, scan={list(self.kinds)}"
+    def extra_repr(self):
+        return (f"spatial_dims={self.spatial_dims}, channels={self.channels}, scan={list(self.kinds)}"
+                + (f", axes={self.axes!r}" if self.axes else ''))
 
 # %% ../../nbs/13_mmunet.ipynb #d71ab397
 META_BLOCKS = ('conv', 'ssm', 'hybrid_in', 'hybrid_out', 'conv_ssm_seq')
@@ -144,7 +154,7 @@ def _shortcut(spatial_dims, cin, cout, norm):
     return nn.Sequential(get_conv(spatial_dims)(cin, cout, 1, bias=False), get_norm(norm, spatial_dims, cout))
 
 class MetaBlock(nn.Module):
-    """One interchangeable MM-UNet meta-block (paper 002, Fig. 1b): `kind` in `META_BLOCKS`, `in_channels → out_channels`.
+    """One interchangeable MM-UNet meta-block (Fig. 1b): `kind` in `META_BLOCKS`, `in_channels → out_channels`.
 
     Args: spatial_dims (2 or 3); in_channels, out_channels; kind ('conv', 'ssm', 'hybrid_in', 'hybrid_out',
     'conv_ssm_seq'); norm, act (names for `get_norm` / `get_act`); ssm: keyword arguments for `MetaSSM` (scan, d_state, ...).
@@ -182,7 +192,7 @@ class MetaBlock(nn.Module):
 
 # %% ../../nbs/13_mmunet.ipynb #64abbbdc
 class MMUNet(nn.Module):
-    """MM-UNet (Meta Mamba UNet, paper 002_d40fcb0124e46f53, Fig. 1a): an nnU-Net-like U-Net, 2D or 3D, whose encoder,
+    """MM-UNet (Meta Mamba UNet, Fig. 1a): an nnU-Net-like U-Net, 2D or 3D, whose encoder,
     bottleneck and decoder blocks are interchangeable meta-blocks.
 
     Args:
@@ -197,6 +207,9 @@ class MMUNet(nn.Module):
         deep_supervision: 1×1 heads at 1/2 and 1/4 resolution (Eq. 6), returned by `forward(x, return_aux=True)`.
         n_supervised: how many resolutions are supervised including the full one (default 3, as the paper).
         pad: pad inputs to a multiple of 2**(len(features)-1) and crop back (default True); False: raise on such sizes.
+        axes: what the input's spatial axes are in the paper's D, H, W terms, for every MetaSSM's scan (e.g. 'WHD'
+            for volumes stored (X, Y, Z) with Z axial, so that DHW and the 2D scan mean what Table 1 means); None
+            (default): stored as (D, H, W) / (H, W).
     Raises:
         ValueError: bad spatial_dims, channels, features, block names or scan (listing the valid ones).
     """
@@ -220,28 +233,37 @@ class MMUNet(nn.Module):
                  n_supervised:int=3, # supervised resolutions incl. full (Eq. 6: 3)
                  pad:bool=True, # pad to the divisor and crop back
                  backend:str='auto', # selective_scan backend
+                 axes:str|None=None, # the input's axes in D, H, W terms (e.g. 'WHD' for (X, Y, Z)); None: (D, H, W)
                 ):
         super().__init__()
         if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        for n, v in (('in_channels', in_channels), ('out_channels', out_channels), ('blocks_per_stage', blocks_per_stage),
-                     ('n_supervised', n_supervised)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{n} must be a positive int, got {v!r}")
+        for n, v in (('in_channels', in_channels), ('out_channels', out_channels),
+                     ('blocks_per_stage', blocks_per_stage), ('n_supervised', n_supervised)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{n} must be a positive int, got {v!r}")
         features = tuple(features)
         if len(features) < 2 or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in features):
-            raise ValueError(f"features must be at least 2 positive ints (widths per level, bottleneck last), got {features!r}")
-        for n, v in (('encoder_block', encoder_block), ('bottleneck_block', bottleneck_block), ('decoder_block', decoder_block)):
+            raise ValueError(f"features must be at least 2 positive ints (widths per level, bottleneck last), "
+                             f"got {features!r}")
+        for n, v in (('encoder_block', encoder_block), ('bottleneck_block', bottleneck_block),
+                     ('decoder_block', decoder_block)):
             if v not in META_BLOCKS: raise ValueError(f"Unknown {n} {v!r}; valid: {', '.join(META_BLOCKS)}")
         if backend not in SCAN_BACKENDS: raise ValueError(f"Unknown backend {backend!r}; valid: {SCAN_BACKENDS}")
         scan_kinds(scan, spatial_dims)                                  # fail early, naming the valid scans
-        self.spatial_dims, self.in_channels, self.out_channels, self.features = spatial_dims, in_channels, out_channels, features
+        self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, in_channels, out_channels
+        self.features = features
         self.blocks = (encoder_block, bottleneck_block, decoder_block)
         self.deep_supervision, self.pad, self.divisor, self.norm = deep_supervision, pad, 2 ** (len(features) - 1), norm
         sd, f, nb = spatial_dims, features, blocks_per_stage
-        ssm = dict(scan=scan, d_state=d_state, d_conv=d_conv, expand=expand, window=window, backend=backend)
-        def stage(kind, cin, cout): return nn.Sequential(*(MetaBlock(sd, cin if i == 0 else cout, cout, kind, norm, act, **ssm) for i in range(nb)))
+        scan_order((3,) * spatial_dims, 'DHW'[3 - spatial_dims:], axes=axes)    # fail early, naming the valid axes
+        self.axes = axes
+        ssm = dict(scan=scan, d_state=d_state, d_conv=d_conv, expand=expand, window=window, backend=backend, axes=axes)
+        def stage(kind, cin, cout):
+            return nn.Sequential(*(MetaBlock(sd, cin if i == 0 else cout, cout, kind, norm, act, **ssm) for i in range(nb)))
         conv, up = get_conv(sd), get_conv_transpose(sd)
         self.stem = ConvNormAct(sd, in_channels, f[0], 3, norm, act)
-        self.down = nn.ModuleList(nn.Sequential(conv(f[i], f[i + 1], 2, stride=2), get_norm(norm, sd, f[i + 1])) for i in range(len(f) - 1))
+        self.down = nn.ModuleList(nn.Sequential(conv(f[i], f[i + 1], 2, stride=2), get_norm(norm, sd, f[i + 1]))
+                                  for i in range(len(f) - 1))
         self.encoder = nn.ModuleList(stage(encoder_block, c, c) for c in f[:-1])       # EncMetaBlocks, levels 0..L-2
         self.bottleneck = stage(bottleneck_block, f[-1], f[-1])                         # MetaBlock, level L-1
         self.up = nn.ModuleList(up(f[i + 1], f[i], 2, stride=2) for i in range(len(f) - 1))
@@ -257,8 +279,9 @@ class MMUNet(nn.Module):
                ):
         x, shape = prepare_input(x, self.spatial_dims, self.in_channels, self.divisor, self.pad)
         if self.norm == 'instance' and math.prod(s // self.divisor for s in x.shape[2:]) < 2:
-            raise ValueError(f"Input {tuple(shape)} leaves a single voxel at the bottleneck (1/{self.divisor} resolution), where "
-                             f"instance norm is undefined: make one spatial size larger than {self.divisor} (or use fewer levels)")
+            raise ValueError(f"Input {tuple(shape)} leaves a single voxel at the bottleneck (1/{self.divisor} resolution), "
+                             f"where instance norm is undefined: make one spatial size larger than {self.divisor} "
+                             "(or use fewer levels)")
         h, skips = self.stem(x), []
         for lvl, enc in enumerate(self.encoder):
             h = enc(h if lvl == 0 else self.down[lvl - 1](h))
@@ -270,7 +293,8 @@ class MMUNet(nn.Module):
             decs[lvl] = h
         logits = crop_spatial(self.head(h), shape)
         if not return_aux: return logits
-        aux = [crop_spatial(head(decs[k]), tuple(math.ceil(s / 2**k) for s in shape)) for k, head in enumerate(self.aux_heads, start=1)]
+        aux = [crop_spatial(head(decs[k]), tuple(math.ceil(s / 2**k) for s in shape))
+               for k, head in enumerate(self.aux_heads, start=1)]
         return SegOutput(logits=logits, aux_logits=aux, features=[*feats, *(decs[k] for k in reversed(range(len(decs))))])
 
 def _init_conv(m):
@@ -283,14 +307,16 @@ def _init_conv(m):
 _PAPER = dict(features=(32, 64, 128, 256, 320, 320), scan='B2', norm='instance', act='leakyrelu', blocks_per_stage=1)
 PRESETS: dict[str, dict] = {
     # MM-UNet as published (§3.3, §3.4): hybrid_in encoder + bottleneck, conv decoder, BiScan DHW + flip(DHW)
-    "paper": dict(spatial_dims=3, **_PAPER, encoder_block='hybrid_in', bottleneck_block='hybrid_in', decoder_block='conv'),
+    "paper": dict(spatial_dims=3, **_PAPER, encoder_block='hybrid_in', bottleneck_block='hybrid_in',
+                  decoder_block='conv'),
     # Fig. 1b configurations (§3.3), all 3D at the paper's widths
     "fig1b-nnunet": dict(  # the CNN baseline the §3.3 gains are measured against
         spatial_dims=3, **_PAPER, encoder_block='conv', bottleneck_block='conv', decoder_block='conv'),
     "fig1b-swinumamba": dict(  # "two sequential Mamba-based modules" in encoder + bottleneck: +1.9 %
         spatial_dims=3, **_PAPER, encoder_block='conv_ssm_seq', bottleneck_block='conv_ssm_seq', decoder_block='conv'),
     "fig1b-vmunet": dict(  # Mamba in all three slots, sequential blocks: +1.8 %
-        spatial_dims=3, **{**_PAPER, 'blocks_per_stage': 2}, encoder_block='ssm', bottleneck_block='ssm', decoder_block='ssm'),
+        spatial_dims=3, **{**_PAPER, 'blocks_per_stage': 2}, encoder_block='ssm', bottleneck_block='ssm',
+        decoder_block='ssm'),
     "fig1b-dec-ssm": dict(  # Mamba in decoder + bottleneck only: 89.4 %
         spatial_dims=3, **_PAPER, encoder_block='conv', bottleneck_block='ssm', decoder_block='ssm'),
     "fig1b-hybrid-out": dict(  # two convs then Mamba, outside the residual: 0.5 % below hybrid-in
@@ -298,8 +324,10 @@ PRESETS: dict[str, dict] = {
     "fig1b-hybrid-in": dict(  # = "paper"
         spatial_dims=3, **_PAPER, encoder_block='hybrid_in', bottleneck_block='hybrid_in', decoder_block='conv'),
     # CPU sizes, the paper's blocks and scan
-    "small": dict(features=(16, 32, 64, 128, 128), encoder_block='hybrid_in', bottleneck_block='hybrid_in', decoder_block='conv', scan='B2'),
-    "tiny": dict(features=(8, 16, 32), encoder_block='hybrid_in', bottleneck_block='hybrid_in', decoder_block='conv', scan='B2', d_state=4),
+    "small": dict(features=(16, 32, 64, 128, 128), encoder_block='hybrid_in', bottleneck_block='hybrid_in',
+                  decoder_block='conv', scan='B2'),
+    "tiny": dict(features=(8, 16, 32), encoder_block='hybrid_in', bottleneck_block='hybrid_in', decoder_block='conv',
+                 scan='B2', d_state=4),
 }
 
 def build(spatial_dims:int=3, # 2 or 3
@@ -321,7 +349,52 @@ def build(spatial_dims:int=3, # 2 or 3
           n_supervised:int=3, # supervised resolutions incl. the full one
           pad:bool=True, # pad-and-crop to the divisor
           backend:str='auto', # selective_scan backend
+          axes:str|None=None, # the input's axes in D, H, W terms, e.g. 'WHD' for (X, Y, Z) volumes; None: (D, H, W)
          ) -> MMUNet:
     "Registry entry point: an `MMUNet` from keyword arguments (what `build_model('mmunet', ...)` calls)."
     return MMUNet(spatial_dims, in_channels, out_channels, features, encoder_block, bottleneck_block, decoder_block,
-                  blocks_per_stage, scan, d_state, d_conv, expand, window, norm, act, deep_supervision, n_supervised, pad, backend)
+                  blocks_per_stage, scan, d_state, d_conv, expand, window, norm, act, deep_supervision, n_supervised,
+                  pad, backend, axes)
+
+# %% ../../nbs/13_mmunet.ipynb #654ca640
+FEATURE_TAPS = ('input', 'output', 'two convs', 'inside residual', 'outside residual', 'ssm input', 'ssm sequence')
+
+@torch.no_grad()
+def block_features(model:nn.Module, # a network holding `MetaBlock`s (an `MMUNet`), or one `MetaBlock`
+                   x:torch.Tensor, # its input
+                  ) -> dict: # {(block path, tap): tensor}, taps from `FEATURE_TAPS`
+    "Feature maps at the points MM-UNet's Fig. 2b compares (inside / outside the residual, ...) for every MetaBlock."
+    blocks = {n: m for n, m in model.named_modules() if isinstance(m, MetaBlock)}
+    if not blocks: raise ValueError(f"{type(model).__name__} holds no MetaBlock: pass an MMUNet or a MetaBlock")
+    seen, hooks = {}, []
+    def keep(name, tap, kind='out'):
+        def hook(mod, inp, out): seen[name, tap] = (inp[0] if kind == 'in' else out).detach()
+        return hook
+    for name, blk in blocks.items():
+        hooks.append(blk.register_forward_hook(keep(name, 'input', 'in')))
+        hooks.append(blk.register_forward_hook(keep(name, 'output')))
+        if blk.kind in ('hybrid_in', 'hybrid_out'):
+            hooks.append(blk.branch.register_forward_hook(keep(name, 'inside residual')))
+        ssms = [m for m in blk.modules() if isinstance(m, MetaSSM)]
+        if ssms: hooks.append(ssms[0].register_forward_hook(keep(name, 'ssm input', 'in')))
+    was_training = model.training
+    try: model.eval()(x)
+    finally:
+        for h in hooks: h.remove()
+        model.train(was_training)
+    for name, blk in blocks.items():
+        if blk.kind == 'conv': seen[name, 'two convs'] = seen[name, 'output']
+        if blk.kind == 'hybrid_in': seen[name, 'outside residual'] = seen[name, 'output']
+        if blk.kind == 'hybrid_out': seen[name, 'outside residual'] = seen[name, 'ssm input']
+        if (name, 'ssm input') in seen:
+            ssm = next(m for m in blk.modules() if isinstance(m, MetaSSM))
+            seen[name, 'ssm sequence'] = ssm.norm(seen[name, 'ssm input'].float().flatten(2).transpose(1, 2))
+    return {k: seen[k] for k in sorted(seen, key=lambda k: (list(blocks).index(k[0]), FEATURE_TAPS.index(k[1])))}
+
+def feature_stats(t:torch.Tensor, # a feature map (B, C, *spatial), or a scanned sequence (B, L, C)
+                  sequence:bool=False, # True for (B, L, C)
+                 ) -> dict:
+    "Variance of all values (the spread of the Fig. 2b histogram) and the mean per-channel variance over voxels/tokens."
+    t = t.float()
+    per_channel = t.var(1) if sequence else t.flatten(2).var(-1)
+    return dict(variance=t.var().item(), channel_variance=per_channel.mean().item(), mean=t.mean().item())
