@@ -29,7 +29,8 @@ slurm_requirements = shlex.split(cfg.get('slurm_requirements', ''))
 _gui_names = ('napari', 'pyside6-essentials', 'kaleido')
 gui_requirements = shlex.split(cfg.get('gui_requirements', '')) or [
     r for r in dev_requirements if re.split(r'[<>=!~;\[ ]', r, maxsplit=1)[0].lower() in _gui_names]
-entry_points = {'nbdev': [f'{cfg["lib_path"]}={cfg["lib_path"]}._modidx:d']}
+entry_points = {'nbdev': [f'{cfg["lib_path"]}={cfg["lib_path"]}._modidx:d'],
+                'console_scripts': [f'{cfg["lib_name"]}={cfg["lib_path"]}.cli:main']}   # the `medseg_lab` command
 
 setuptools.setup(
     name=cfg['lib_name'],

@@ -15,7 +15,7 @@ from ..core import (SegOutput, seed_everything, get_device, atomic_save, atomic_
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'SCHEDULES', 'LOSSES', 'DATASETS', 'DISTILL_MODES', 'EVAL_METRICS', 'TRAIN_PRESETS', 'TrainConfig',
-           'make_optimizer', 'make_scheduler', 'make_loss']
+           'data_label', 'make_optimizer', 'make_scheduler', 'make_loss']
 
 # %% ../../nbs/30_train.ipynb #b81c779f
 OPTIMIZERS = ('adamw', 'sgd')
@@ -111,7 +111,7 @@ def _check_values(cfg):
     if cfg.optimizer == 'sgd' and cfg.nesterov and cfg.momentum == 0:
         raise ValueError("Nesterov SGD needs momentum > 0 (set nesterov=False or momentum e.g. 0.99)")
     _one_of(cfg.optimizer, OPTIMIZERS, 'optimizer'); _one_of(cfg.schedule, SCHEDULES, 'schedule')
-    _one_of(cfg.loss, LOSSES, 'loss'); _one_of(cfg.data, DATASETS, 'data')
+    _one_of(cfg.loss, LOSSES, 'loss'); _check_data(cfg)
     _one_of(cfg.spatial_dims, (2, 3), 'spatial_dims')
     if cfg.distill is not None: _one_of(cfg.distill, DISTILL_MODES, 'distill')
     if not cfg.eval_metrics: raise ValueError(f"eval_metrics must name at least one of {', '.join(EVAL_METRICS)}")
@@ -139,8 +139,10 @@ class TrainConfig:
     model:str='unet' # a name in `medseg_lab.models.MODELS`
     preset:str|None='small' # a preset of that model ('tiny' for tests, 'small' for `make run`), or None
     model_kwargs:dict=field(default_factory=dict) # extra constructor arguments for `build_model`
-    data:str='mni152_tissue' # 'mni152_tissue' | 'mni152_lesions' | 'phantom'
-    data_kwargs:dict=field(default_factory=dict) # extra arguments for the data function
+    data:str='mni152_tissue' # a bundled data set (DATASETS), a data card name (with `data_root`), or a data set folder
+    data_kwargs:dict=field(default_factory=dict) # extra arguments for the bundled data function, or for `training_data`
+    data_root:str|None=None # the folder of a card's data set (only with a card name in `data`)
+    fold:int|str=0 # cross-validation fold of a data set on disk (nnU-Net's five: 0-4) or 'all'
     spatial_dims:int=2 # 2 for slices, 3 for volumes
     epochs:int=10 # epochs the schedule spans
     time_budget_s:float|None=None # wall-clock budget: stop cleanly after the iteration in progress
@@ -184,7 +186,7 @@ class TrainConfig:
         for f in fields(self): setattr(self, f.name, _check_typed(f.name, getattr(self, f.name), hints[f.name]))
         self.model_kwargs = _json_values('model_kwargs', self.model_kwargs)
         self.data_kwargs = _json_values('data_kwargs', self.data_kwargs)
-        if self.name is None: self.name = '-'.join(str(p) for p in (self.model, self.preset, self.data) if p)
+        if self.name is None: self.name = '-'.join(str(p) for p in (self.model, self.preset, data_label(self.data)) if p)
         _check_values(self)
         return self
 
@@ -208,6 +210,37 @@ class TrainConfig:
         "A config from a paper's training recipe in `TRAIN_PRESETS`, with `overrides` on top."
         _one_of(recipe, TRAIN_PRESETS, 'training preset')
         return cls.from_dict({**TRAIN_PRESETS[recipe], **overrides})
+
+# %% ../../nbs/30_train.ipynb #824122da
+def data_label(data:str) -> str:
+    "A short name for `TrainConfig.data`: itself for names, the folder's name for a path."
+    return (Path(str(data)).expanduser().name or str(data)) if _is_path_like(data) else str(data)
+
+def _is_path_like(data) -> bool:
+    s = str(data)
+    return isinstance(data, Path) or '/' in s or '\\' in s or s.startswith(('.', '~')) or Path(s).expanduser().is_dir()
+
+def _check_data(cfg):
+    "Check `cfg.data` / `data_root` / `fold` (see above); the field types are already right."
+    if cfg.fold != 'all' and (not isinstance(cfg.fold, int) or cfg.fold < 0):
+        raise ValueError(f"fold must be a non-negative integer (nnU-Net's folds 0-4) or 'all', got {cfg.fold!r}")
+    if not cfg.data: raise ValueError("data must name a data set (a bundled name, a card name or a folder), got ''")
+    if cfg.data in DATASETS:
+        if cfg.data_root is not None: raise ValueError(f"data_root is for data cards; {cfg.data!r} is bundled: drop data_root")
+        return
+    from medseg_lab.data import load_card, list_cards
+    try: card = load_card(cfg.data) if not _is_path_like(cfg.data) else None
+    except ValueError: card = None
+    if card is not None:
+        if card['layout']['reader'] != 'builtin' and cfg.data_root is None:
+            raise ValueError(f"data={cfg.data!r} is a data card: set data_root to the folder holding its files "
+                             f"({card['source']['url']})")
+        return
+    if not _is_path_like(cfg.data):
+        raise ValueError(f"Unknown data {cfg.data!r}; valid: a bundled data set ({', '.join(DATASETS)}), a data card "
+                         f"({', '.join(list_cards())}) with data_root=, or a data set folder (nnU-Net v2 raw, Decathlon, "
+                         "2D images + masks)")
+    if cfg.data_root is not None: raise ValueError(f"data_root is for data cards; data={cfg.data!r} is already a folder")
 
 # %% ../../nbs/30_train.ipynb #1392ff0e
 TRAIN_PRESETS: dict[str, dict] = {

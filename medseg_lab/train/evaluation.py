@@ -43,16 +43,35 @@ def _summarise(values:dict, case_names:list) -> dict:
     return dict(n_cases=len(case_names), per_case=per_case, mean=mean, nan_count=nan_count)
 
 def _score(preds, targets, metric_fns, num_classes, class_names, spacing, include_background):
-    "`{'metric/class': (N, C') array}` for lists of label maps (each `(*S)`)."
-    out, same = {}, len({tuple(p.shape) for p in preds}) == 1
-    chunks = [(torch.stack(preds[i:i + 16]), torch.stack(targets[i:i + 16])) for i in range(0, len(preds), 16)] \
-        if same else [(p[None], t[None]) for p, t in zip(preds, targets)]
+    "`{'metric/class': (N, C') array}` for lists of label maps (each `(*S)`); `spacing`: one, or a list of one per case."
+    per_case = isinstance(spacing, list) and len(spacing) == len(preds) and len({tuple(s) for s in spacing}) > 1
+    if isinstance(spacing, list) and not per_case: spacing = spacing[0] if spacing else None
+    out, same = {}, len({tuple(p.shape) for p in preds}) == 1 and not per_case
+    chunks = [(torch.stack(preds[i:i + 16]), torch.stack(targets[i:i + 16]), spacing) for i in range(0, len(preds), 16)] \
+        if same else [(p[None], t[None], spacing[k] if per_case else spacing) for k, (p, t) in enumerate(zip(preds, targets))]
     onehot = lambda a: F.one_hot(a.long(), num_classes).movedim(-1, 1).to(torch.uint8)   # unambiguous (B, C, *S)
     for m, fn in metric_fns.items():
         vals = torch.cat([fn(onehot(p), onehot(t), include_background=include_background,
-                             spacing=spacing).double().cpu() for p, t in chunks]).numpy()
+                             spacing=sp).double().cpu() for p, t, sp in chunks]).numpy()
         for j, c in enumerate(class_names): out[f'{m}/{c}'] = vals[:, j]
     return out
+
+# %% ../../nbs/30a_train.evaluation.ipynb #fdbe3b42
+def _case_batches(data, indices, batch_size:int, progress:bool=False):
+    "Yield `(first index, x (B, C, *S), [labels])` of consecutive items with equal shapes, at most `batch_size` each."
+    xs, ys, first = [], [], None
+    for j in tqdm(list(indices), desc='evaluate', disable=not progress, leave=False):
+        x, y = data[j]
+        if xs and (len(xs) == batch_size or x.shape != xs[0].shape):
+            yield first, torch.stack(xs), ys; xs, ys = [], []
+        if not xs: first = j
+        xs.append(x); ys.append(y)
+    if xs: yield first, torch.stack(xs), ys
+
+def _case_spacings(data) -> list|None:
+    "Each case's spacing when `data` has `case_spacing(i)`, else None."
+    fn = getattr(data, 'case_spacing', None)
+    return [tuple(float(v) for v in fn(i)) for i in range(len(data))] if callable(fn) else None
 
 # %% ../../nbs/30a_train.evaluation.ipynb #34e0a291
 def _check_logits(logits, labels, data, start:int):
@@ -77,9 +96,8 @@ def _predict(model, data, batch_size, device, sliding_window, progress) -> tuple
     preds, targets = [], []
     was_training = model.training; model.eval()
     try:
-        for i in tqdm(range(0, len(data), batch_size), desc='evaluate', disable=not progress, leave=False):
-            xs, ys = zip(*(data[j] for j in range(i, min(i + batch_size, len(data)))))
-            logits = _forward(model, torch.stack(xs).to(device), sliding_window)
+        for i, x, ys in _case_batches(data, range(len(data)), batch_size, progress):   # cases of one shape per batch
+            logits = _forward(model, x.to(device), sliding_window)
             _check_logits(logits, torch.stack(ys), data, i)
             preds += list(_labels_from_logits(logits).cpu()); targets += list(ys)
     finally: model.train(was_training)
@@ -118,11 +136,16 @@ def evaluate(model:nn.Module, # a segmentation model returning logits (B, C, *S)
     device = get_device(device) if device is not None else next(model.parameters()).device
     names = list(data.class_names)[(0 if include_background else 1):]
     preds, targets = _predict(model, data, batch_size, device, sliding_window, progress)
-    spacing = getattr(data, 'spacing', None)
+    spacing, spacings = getattr(data, 'spacing', None), _case_spacings(data)
+    varying = spacings is not None and len({tuple(s) for s in spacings}) > 1   # files: HD95 in each case's own mm
     res = dict(level='slice' if data.spatial_dims == 2 else 'volume', metrics=list(metrics), class_names=names,
-               spacing=list(spacing) if spacing is not None else None)
-    scores = _score(preds, targets, fns, data.num_classes, names, spacing, include_background)
+               spacing='per case' if varying else (list(spacing) if spacing is not None else None))
+    scores = _score(preds, targets, fns, data.num_classes, names, spacings if varying else spacing, include_background)
     res.update(_summarise(scores, list(range(len(preds)))))
+    ids = getattr(data, 'case_ids', None)
+    for k, row in enumerate(res['per_case']):
+        if ids is not None and len(ids) == len(preds): row['case_id'] = ids[k]
+        if varying: row['spacing'] = list(spacings[k])
     case_ids = getattr(data, 'case_ids', None)
     if case_ids is not None: case_ids = [_volume_key(c) for c in case_ids]
     if per_volume is None:

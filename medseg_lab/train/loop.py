@@ -12,8 +12,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 from ..core import (SegOutput, seed_everything, get_device, atomic_save, atomic_write_text,
                              unique_run_dir, check_input, clean_temp_files)
-from . import (TrainConfig, DISTILL_MODES, _one_of, make_optimizer, make_scheduler, make_loss)
-from .evaluation import evaluate, _forward, _labels_from_logits
+from . import (TrainConfig, DATASETS, DISTILL_MODES, _one_of, make_optimizer, make_scheduler, make_loss)
+from .evaluation import evaluate, _forward, _labels_from_logits, _case_batches
 from .folders import (STATUS_FILE, run_status, _FolderLock, _write_status, _now, _load_ckpt,
                                       _why_unreadable, _read_config, _history_rows, _repair)
 
@@ -63,8 +63,9 @@ class RunResult:
     test_data:object=None # the test split the metrics were computed on (set by `train`; None from `load_run`)
 
     def __repr__(self):
-        d = self.metrics.get('test', {}).get('mean', {}).get('dice/mean', float('nan'))
-        return f"RunResult({str(self.run_dir)!r}, epochs={len(self.history)}, test dice/mean={d:.4f})"
+        split = 'test' if self.metrics.get('test') else 'val'   # runs on files without labelled test cases: 'val'
+        d = (self.metrics.get(split) or {}).get('mean', {}).get('dice/mean', float('nan'))
+        return f"RunResult({str(self.run_dir)!r}, epochs={len(self.history)}, {split} dice/mean={d:.4f})"
 
 def _versions() -> dict:
     import medseg_lab
@@ -78,7 +79,10 @@ def _write_json(path, obj): atomic_write_text(path, json.dumps(_jsonable(obj), i
 
 # %% ../../nbs/30b_train.loop.ipynb #3883db88
 def build_data(cfg:TrainConfig) -> dict:
-    "`{'train', 'val', 'test'}` SegDatasets for `cfg.data` (`cfg.data_kwargs` passed on)."
+    "`{'train', 'val', 'test'}` data sets for `cfg.data` (`cfg.data_kwargs` passed on); data on disk: `30e_train.files`."
+    if cfg.data not in DATASETS:   # a card with data_root, or a data set folder
+        from medseg_lab.train.files import _file_data
+        return _file_data(cfg)
     from medseg_lab import data as D
     fn, kw = getattr(D, cfg.data), dict(cfg.data_kwargs)
     if cfg.data == 'phantom':   # no splits: different draws for train / val / test
@@ -133,7 +137,8 @@ def build_model_for(cfg:TrainConfig, data) -> nn.Module:
     if cfg.deep_supervision:
         model.eval()
         with torch.no_grad():
-            aux = model(x if cfg.patch_size is None else _crop(x, cfg.patch_size), return_aux=True).aux_logits
+            patch = cfg.patch_size or getattr(data, 'patch_size', None)   # data on disk: the plan's patch
+            aux = model(x if patch is None else _crop(x, patch), return_aux=True).aux_logits
         if not aux: raise ValueError(f"deep_supervision=True but model {cfg.model!r} returns no auxiliary logits "
                                      "(does it take a `deep_supervision` argument?)")
     return model
@@ -204,11 +209,10 @@ def _validate(model, data, loss_fn, cfg, device, sliding_window, rank=0, world=1
     model.eval(); loss_sum, dices = 0.0, []
     mine = list(range(rank, len(data), world))
     with torch.no_grad():
-        for i in range(0, len(mine), cfg.batch_size):
-            xs, ys = zip(*(data[j] for j in mine[i:i + cfg.batch_size]))
-            x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
+        for _, x, ys in _case_batches(data, mine, cfg.batch_size):   # whole cases; a new shape starts a new batch
+            x, y = x.to(device), torch.stack(ys).to(device)
             logits = _forward(model, x, sliding_window)
-            loss_sum += float(loss_fn(logits.float(), y)) * len(xs)
+            loss_sum += float(loss_fn(logits.float(), y)) * len(ys)
             dices.append(dice(_labels_from_logits(logits), y, num_classes=data.num_classes).double().cpu())
     model.train()
     d = torch.cat(dices).numpy() if dices else np.zeros((0, data.num_classes - 1))
@@ -324,9 +328,10 @@ def _prepare(cfg:TrainConfig, rank:int, world:int, device:torch.device, from_scr
         s.notes.append(f"initialised from {cfg.init_checkpoint}: {len(rep['loaded'])} tensors loaded"
                        + ''.join(f", {len(rep[k])} {k}" for k in ('missing', 'unexpected', 'mismatched') if rep[k]))
     s.augment = make_augmentation(cfg.spatial_dims) if cfg.augment else None
-    if cfg.patch_size is not None and cfg.spatial_dims == 3:
+    roi = getattr(s.data['train'], 'patch_size', None) or cfg.patch_size   # data on disk: the plan's patch (or cfg's)
+    if roi is not None and (cfg.spatial_dims == 3 or getattr(s.data['train'], 'patch_size', None)):
         if importlib.util.find_spec('medseg_lab.tta') is not None:
-            s.sliding = dict(roi_size=tuple(cfg.patch_size), overlap=0.5)
+            s.sliding = dict(roi_size=tuple(roi), overlap=0.5)
         else: s.notes.append("medseg_lab.tta is not available: validation and test use whole-volume inference")
     s.loss_fn, s.val_loss_fn = make_loss(cfg.loss, cfg.deep_supervision).to(device), make_loss(cfg.loss).to(device)
     if s.dmode != 'none':
@@ -370,15 +375,22 @@ def _diverged(s:_Session, epoch:int, it:int, value:float) -> FloatingPointError:
                               f"stopped, and {kept}. Start a new run and lower the learning rate (lr={s.cfg.lr}), "
                               f"{clip} or add warmup")
 
+def _epoch_batches(s:_Session, epoch:int):
+    "The `(x, y)` batches of one epoch on the device, a function of `(seed, epoch)` alone (data on disk: patch batches)."
+    cfg = s.cfg
+    if hasattr(s.data['train'], 'arrays'):
+        from medseg_lab.train.files import _patch_batches
+        yield from _patch_batches(s, epoch); return
+    batches = [b[s.rank::s.world] for b in _epoch_order(s.n_train, cfg.batch_size * s.world, s.iters, cfg.seed, epoch)]
+    g_aug = _epoch_generator(cfg.seed, epoch, 1 if s.rank == 0 else 1000 + s.rank)
+    for idx in batches: yield _batch(s.data['train'], idx, cfg, s.device, s.augment, g_aug)
+
 def _train_epoch(s:_Session, epoch:int, show:bool) -> tuple:
     "One epoch (or what the time budget leaves of it): `(history row without validation, stop reason)`."
     cfg, stopped, total, done, terms_sum, lr_used = s.cfg, 'epochs', 0.0, 0, {}, s.opt.param_groups[0]['lr']
     s.model.train()
-    batches = [b[s.rank::s.world] for b in _epoch_order(s.n_train, cfg.batch_size * s.world, s.iters, cfg.seed, epoch)]
-    g_aug = _epoch_generator(cfg.seed, epoch, 1 if s.rank == 0 else 1000 + s.rank)
-    ibar = tqdm(batches, desc=f'epoch {epoch + 1}', leave=False, disable=not show)
-    for it, idx in enumerate(ibar):
-        x, y = _batch(s.data['train'], idx, cfg, s.device, s.augment, g_aug)
+    ibar = tqdm(_epoch_batches(s, epoch), total=s.iters, desc=f'epoch {epoch + 1}', leave=False, disable=not show)
+    for it, (x, y) in enumerate(ibar):
         with torch.autocast(s.device.type, dtype=torch.float16, enabled=s.use_amp):
             out = s.net(x, return_aux=True) if s.need_aux else s.net(x)
             loss = s.loss_fn(out, y)
@@ -475,17 +487,15 @@ def _finish(s:_Session, stopped:str) -> dict:
     metrics = None
     if s.rank == 0:
         cfg, data = s.cfg, s.data
-        test = evaluate(s.model, data['test'], batch_size=cfg.batch_size, metrics=cfg.eval_metrics, device=s.device,
-                        sliding_window=s.sliding)
+        from medseg_lab.train.files import _final_scores, _data_summary
+        scores = _final_scores(s.model, data, cfg, s.device, s.sliding, s.notes)
         from medseg_lab.metrics import count_params
         metrics = dict(name=cfg.name, run_dir=str(s.run_dir), config=cfg.to_dict(), seed=cfg.seed, versions=_versions(),
                        device=str(s.device), world_size=s.world, amp_used=s.use_amp, notes=s.notes,
                        params=count_params(s.model), train_time_s=train_time,
                        epochs_completed=s.rows[-1]['epoch'] if s.rows else 0, stopped=stopped,
                        best_epoch=s.best_epoch, best_val_dice_mean=s.best if math.isfinite(s.best) else None,
-                       evaluated_checkpoint='best.pt', data=dict(name=data['test'].name, n_train=s.n_train,
-                       n_val=len(data['val']), n_test=len(data['test']), class_names=list(data['test'].class_names)),
-                       test=test)
+                       evaluated_checkpoint='best.pt', data=_data_summary(data, s.n_train), **scores)
         _write_json(s.run_dir / 'metrics.json', metrics)
         metrics = json.loads((s.run_dir / 'metrics.json').read_text())
     return _bcast(metrics, s.world)
@@ -535,6 +545,9 @@ def _open_folder(s:_Session, ckpt:dict|None):
     _write_status(s.run_dir, 'running', pid=os.getpid(), host=platform.node(), started=_now(), error=None,
                   epoch=s.start_epoch)
     atomic_write_text(s.run_dir / 'config.json', json.dumps(s.cfg.to_dict(), indent=2))
+    if getattr(s.data['train'], 'plan', None) is not None:   # data on disk: plan.json + splits.json
+        from medseg_lab.train.files import _write_data_files
+        _write_data_files(s.run_dir, s.data)
     if ckpt is not None:
         fixed = _repair(s.run_dir, ckpt, s.rows)
         s.notes.append(f"resumed at epoch {s.start_epoch} from {s.run_dir / 'checkpoint.pt'}"

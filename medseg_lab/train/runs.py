@@ -62,11 +62,13 @@ def _unfinished(run:Path) -> str|None:
 
 def _run_row(run:Path) -> dict:
     "One row from a finished run's metrics.json: name, model, preset, params, time, mean and per-class Dice, HD95."
-    m = json.loads((run / 'metrics.json').read_text()); c, test = m.get('config', {}), m.get('test', {})
+    m = json.loads((run / 'metrics.json').read_text()); c = m.get('config', {})
+    test = m.get('test') or m.get('val') or {}   # runs on files without labelled test cases: their validation fold
     mean, nans = test.get('mean', {}), test.get('nan_count', {})
     row = dict(run=run.name, name=m.get('name'), model=c.get('model'), preset=c.get('preset'), data=c.get('data'),
                params=m.get('params'), train_time_s=m.get('train_time_s'), epochs=m.get('epochs_completed'),
-               dice_mean=mean.get('dice/mean'), hd95_mean=mean.get('hd95/mean'))
+               dice_mean=mean.get('dice/mean'), hd95_mean=mean.get('hd95/mean'),
+               evaluated_on='test' if m.get('test') else 'val')
     row.update({k.replace('/', '_'): v for k, v in mean.items()
                 if k.split('/')[0] in ('dice', 'hd95') and not k.endswith('/mean')})
     row['hd95_nan'] = sum(v for k, v in nans.items() if k.startswith('hd95/'))
