@@ -10,7 +10,7 @@ import pandas as pd
 from ..core import get_device
 from . import TrainConfig, _one_of
 from .loop import RunResult
-from .folders import _load_ckpt, _read_config
+from .folders import _load_ckpt, _read_config, run_status
 
 # %% auto #0
 __all__ = ['load_run', 'collect_results']
@@ -52,13 +52,16 @@ def load_run(path, # a run folder written by `train`
 _RUN_FILES = ('config.json', 'metrics.json', 'checkpoint.pt')
 
 def _unfinished(run:Path) -> str|None:
-    "Why a run folder has no results (None when it has its metrics.json)."
-    if (run / 'metrics.json').is_file(): return None
-    marker = next((run / m for m in ('FAILED', 'failed', 'FAILED.txt') if (run / m).is_file()), None)
-    if marker is not None:
-        first = (marker.read_text(errors='replace').strip().splitlines() or [''])[0][:200]
-        return f"marked failed ({marker.name}{': ' + first if first else ''})"
-    return "no metrics.json: train() did not finish there (failed, killed, or still running)"
+    "Why a run folder has no results to report (None when `train` finished there and its metrics.json reads)."
+    st = run_status(run)   # the status.json train() keeps, checked against the folder's lock
+    if st['state'] == 'finished' and (run / 'metrics.json').is_file():
+        try: json.loads((run / 'metrics.json').read_text()); return None
+        except (OSError, ValueError) as e: return f"its metrics.json cannot be read ({e}): evaluate the run again"
+    why = {'running': f"still running (pid {st.get('pid', '?')} on {st.get('host', '?')})",
+           'failed': "train() failed there",
+           'interrupted': "interrupted before metrics.json was written (killed?): train(resume=<folder>) continues it",
+          }.get(st['state'], f"state {st['state']!r} without metrics.json")
+    return why + (f": {str(st['error'])[:200]}" if st.get('error') else '')
 
 def _run_row(run:Path) -> dict:
     "One row from a finished run's metrics.json: name, model, preset, params, time, mean and per-class Dice, HD95."
