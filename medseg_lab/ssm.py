@@ -87,6 +87,27 @@ def _finish(y, u, D, z, dtype, inplace:bool=False):
     if z is not None: y = y * F.silu(z.to(dtype))
     return y.to(u.dtype)
 
+# %% ../nbs/05_ssm.ipynb #a1e70c02
+def _reverse_flags(reverse, B, C):
+    "Validated per-group reversal flags as a tuple of bools, or None when no group is reversed."
+    if reverse is None: return None
+    if isinstance(reverse, (str, bytes)) or not hasattr(reverse, '__len__'):
+        raise ValueError(f"reverse must be a sequence of booleans (one per B/C group) or None, got {reverse!r}")
+    groups = next((t.shape[1] for t in (B, C) if isinstance(t, torch.Tensor) and t.ndim == 4), 1)
+    flags = tuple(reverse)
+    if len(flags) != groups or not all(isinstance(f, (bool, np.bool_)) or f in (0, 1) for f in flags):
+        raise ValueError(f"reverse needs one boolean per B/C group ({groups}), got {reverse!r}")
+    return tuple(bool(f) for f in flags) if any(flags) else None
+
+def _flip_groups(t, flags):
+    "Flip the time axis of the flagged groups: (batch, dim, length) by channel group, (batch, groups, n, length) by group."
+    if t is None or flags is None or t.ndim == 2: return t                  # (dim, n): no time axis
+    g = len(flags)
+    mask = torch.tensor(flags, device=t.device)
+    if t.ndim == 3 and g == 1: return t.flip(-1)                             # one group: the whole tensor
+    tg = t if t.ndim == 4 else t.reshape(t.shape[0], g, -1, t.shape[-1])
+    return torch.where(mask[None, :, None, None], tg.flip(-1), tg).reshape(t.shape)
+
 # %% ../nbs/05_ssm.ipynb #687b68b5
 def _step_loop(h, dt, x, Ag, Bg, Cg):
     "Sequential recurrence over the last axis; h (b, g, dg, n) -> (y (b, g, dg, l), last h)."
@@ -100,16 +121,21 @@ def _step_loop(h, dt, x, Ag, Bg, Cg):
 def selective_scan_reference(u:torch.Tensor, # input (batch, dim, length)
                              delta:torch.Tensor, # step sizes Δ before bias/softplus, (batch, dim, length)
                              A:torch.Tensor, # state matrix (dim, n_state), real; negative for a stable scan
-                             B:torch.Tensor, # (batch, n_state, length), (batch, groups, n_state, length) or (dim, n_state)
+                             B:torch.Tensor, # (batch, n_state, length), (batch, groups, n_state, length), (dim, n_state)
                              C:torch.Tensor, # same layouts as B
                              D:torch.Tensor|None=None, # skip weight (dim,)
                              z:torch.Tensor|None=None, # gate (batch, dim, length): y * silu(z)
                              delta_bias:torch.Tensor|None=None, # (dim,) added to delta
                              delta_softplus:bool=False, # Δ = softplus(delta + delta_bias)
                              return_last_state:bool=False, # also return h_L (batch, dim, n_state)
+                             reverse=None, # None, or one bool per B/C group: scan that group from the last step
                             ):
     "Sequential selective scan (mamba-ssm conventions): the oracle every faster scan is tested against."
     b, d, l, n, groups = _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    if (flags := _reverse_flags(reverse, B, C)) is not None:                # the definition: flip, scan, flip back
+        f = lambda t: _flip_groups(t, flags)
+        out = selective_scan_reference(f(u), f(delta), A, f(B), f(C), D, f(z), delta_bias, delta_softplus, True)
+        return (f(out[0]), out[1]) if return_last_state else f(out[0])
     dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
     dt, x, Ag, Bg, Cg = _grouped(b, d, l, groups, dtype, u, delta, A, B, C, delta_bias, delta_softplus)
     y, h = _step_loop(x.new_zeros(b, groups, d // groups, n), dt, x, Ag, Bg, Cg)
@@ -249,30 +275,37 @@ SCAN_BACKENDS = ('auto', 'torch', 'cuda', 'cpu')
 def selective_scan(u:torch.Tensor, # input (batch, dim, length)
                    delta:torch.Tensor, # step sizes Δ before bias/softplus, (batch, dim, length)
                    A:torch.Tensor, # state matrix (dim, n_state), real, <= 0 (A > 0 raises ValueError)
-                   B:torch.Tensor, # (batch, n_state, length), (batch, groups, n_state, length) or (dim, n_state)
+                   B:torch.Tensor, # (batch, n_state, length), (batch, groups, n_state, length), (dim, n_state)
                    C:torch.Tensor, # same layouts as B
                    D:torch.Tensor|None=None, # skip weight (dim,)
                    z:torch.Tensor|None=None, # gate (batch, dim, length): y * silu(z)
                    delta_bias:torch.Tensor|None=None, # (dim,) added to delta
                    delta_softplus:bool=False, # Δ = softplus(delta + delta_bias)
                    return_last_state:bool=False, # also return h_L (batch, dim, n_state)
+                   reverse=None, # None, or one bool per B/C group: scan that group from its last step to its first
                    backend:str="auto", # 'auto', 'torch' (chunked PyTorch), 'cuda' (mamba-ssm), 'cpu' (compiled kernel)
                    chunk_size:int=32, # torch backend: steps per log-space chunk
-                   block_elements:int=2**18, # torch backend: values of (batch, dim, chunk, n_state) per block (memory bound)
+                   block_elements:int=2**18, # torch backend: values of (batch, dim, chunk, n_state) per block
                   ):
     "Selective scan with mamba-ssm's conventions: chunked PyTorch or a compiled kernel on CPU, mamba-ssm's on CUDA."
     if backend not in SCAN_BACKENDS: raise ValueError(f"Unknown backend {backend!r}; valid: {SCAN_BACKENDS}")
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    flags = _reverse_flags(reverse, B, C)
     if backend == 'cpu':
         if isinstance(u, torch.Tensor) and u.device.type != 'cpu':
             raise ValueError(f"backend='cpu' needs CPU tensors, got device {u.device}")
         from medseg_lab.ssm_cpu import selective_scan_cpu   # raises with the reason where the kernel cannot be built
-        return selective_scan_cpu(*args)
+        return selective_scan_cpu(*args, reverse=flags)     # walks reversed groups backwards itself: no flips
     on_cpu = all(isinstance(t, torch.Tensor) and t.device.type == 'cpu' for t in (u, A))
     if backend == 'auto' and on_cpu and A.ndim == 2:
         from medseg_lab import ssm_cpu
         if ssm_cpu.cpu_kernel(build=u.numel() * A.shape[1] >= ssm_cpu.CPU_KERNEL_MIN_SIZE) is not None:
-            return ssm_cpu.selective_scan_cpu(*args)
+            return ssm_cpu.selective_scan_cpu(*args, reverse=flags)
+    if flags is not None:                                   # other paths: flip the reversed groups, scan, flip back
+        f = lambda t: _flip_groups(t, flags)
+        y, h = selective_scan(f(u), f(delta), A, f(B), f(C), D, f(z), delta_bias, delta_softplus, True,
+                              backend=backend, chunk_size=chunk_size, block_elements=block_elements)
+        return (f(y), h) if return_last_state else f(y)
     fn = mamba_selective_scan_fn() if backend in ('auto', 'cuda') else None
     if backend == 'cuda':
         if fn is None: raise ImportError("backend='cuda' needs mamba-ssm's CUDA kernel, which does not import here "
@@ -413,12 +446,25 @@ class MambaMixer(nn.Module):
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)
         return self._scan_args(x, z) if direction == 'forward' else self._scan_args(x.flip(-1), z.flip(-1), '_b')
 
+    def _both_directions(self, x, z):
+        """The BiScan as one grouped scan: the flipped pass is computed in time order (its causal conv on the flipped
+        sequence is an anti-causal conv with flipped taps) and scanned with `reverse`, so nothing is flipped."""
+        fwd, conv = self._scan_args(x, None), self.conv1d_b
+        xb = F.silu(F.conv1d(F.pad(x, (0, self.d_conv - 1)), conv.weight.flip(-1), conv.bias, groups=self.d_inner))
+        dt, B, C = self.x_proj_b(xb.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        bwd = dict(u=xb, delta=(dt @ self.dt_proj_b.weight.t()).transpose(1, 2), A=-torch.exp(self.A_log_b.float()),
+                   B=B.transpose(1, 2), C=C.transpose(1, 2), D=self.D_b.float(), delta_bias=self.dt_proj_b.bias.float())
+        cat = lambda k: torch.cat([fwd[k], bwd[k]], 1 if k in ('u', 'delta') else 0)
+        both = lambda k: torch.stack([fwd[k], bwd[k]], 1)                 # (batch, 2 groups, n_state, length)
+        y = selective_scan(cat('u'), cat('delta'), cat('A'), both('B'), both('C'), cat('D'), delta_bias=cat('delta_bias'),
+                           delta_softplus=True, reverse=(False, True), backend=self.backend)
+        return (y[:, :self.d_inner] + y[:, self.d_inner:]) * F.silu(z)   # both directions share the gate z
+
     def forward(self, hidden:torch.Tensor, # (batch, length, d_model)
                ) -> torch.Tensor:
         self._check_hidden(hidden)
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)   # (batch, d_inner, length) each
-        y = self._ssm(x, z)
-        if self.bidirectional: y = y + self._ssm(x.flip(-1), z.flip(-1), '_b').flip(-1)
+        y = self._both_directions(x, z) if self.bidirectional else self._ssm(x, z)
         return self.out_proj(y.transpose(1, 2))
 
 # %% ../nbs/05_ssm.ipynb #02150d18
