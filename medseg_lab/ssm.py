@@ -100,7 +100,7 @@ def _reverse_flags(reverse, B, C):
     return tuple(bool(f) for f in flags) if any(flags) else None
 
 def _flip_groups(t, flags):
-    "Flip the time axis of the flagged groups: (batch, dim, length) by channel group, (batch, groups, n, length) by group."
+    "Flip the time axis of the flagged groups: (batch, dim, length) by channel group, (batch, groups, n, length)."
     if t is None or flags is None or t.ndim == 2: return t                  # (dim, n): no time axis
     g = len(flags)
     mask = torch.tensor(flags, device=t.device)
@@ -121,7 +121,7 @@ def _step_loop(h, dt, x, Ag, Bg, Cg):
 def selective_scan_reference(u:torch.Tensor, # input (batch, dim, length)
                              delta:torch.Tensor, # step sizes Δ before bias/softplus, (batch, dim, length)
                              A:torch.Tensor, # state matrix (dim, n_state), real; negative for a stable scan
-                             B:torch.Tensor, # (batch, n_state, length), (batch, groups, n_state, length), (dim, n_state)
+                             B:torch.Tensor, # (batch, n_state, length), (batch, groups, n_state, length) or (dim, n)
                              C:torch.Tensor, # same layouts as B
                              D:torch.Tensor|None=None, # skip weight (dim,)
                              z:torch.Tensor|None=None, # gate (batch, dim, length): y * silu(z)
@@ -382,6 +382,10 @@ def cross_merge_2d(y:torch.Tensor, # scanned sequences (B, 4, C, H*W) in cross_s
     return rows.reshape(b, c, h, w) + cols.reshape(b, c, w, h).transpose(2, 3)
 
 # %% ../nbs/05_ssm.ipynb #2a7ac044
+def _bmm(W, x):
+    "W (out, in) applied to every batch item of x (batch, in, length) as one batched product (no transposed copies)."
+    return torch.bmm(W.expand(x.shape[0], -1, -1), x)
+
 class MambaMixer(nn.Module):
     """Mamba-1 mixer block in pure PyTorch, `(batch, length, d_model) -> (batch, length, d_model)`.
 
@@ -403,29 +407,34 @@ class MambaMixer(nn.Module):
         self.bidirectional, self.backend = bidirectional, backend
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
         for sfx in ('', '_b') if bidirectional else ('',):
-            conv = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1, bias=conv_bias)
+            conv = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1,
+                             bias=conv_bias)
             x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
             dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
             std = self.dt_rank ** -0.5
             nn.init.uniform_(dt_proj.weight, -std, std)
-            dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_init_floor)
+            dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = dt.clamp(min=dt_init_floor)
             with torch.no_grad(): dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
             A_log = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1)
-            setattr(self, 'conv1d' + sfx, conv); setattr(self, 'x_proj' + sfx, x_proj); setattr(self, 'dt_proj' + sfx, dt_proj)
-            setattr(self, 'A_log' + sfx, nn.Parameter(A_log)); setattr(self, 'D' + sfx, nn.Parameter(torch.ones(self.d_inner)))
+            for name, mod in (('conv1d', conv), ('x_proj', x_proj), ('dt_proj', dt_proj), ('A_log', nn.Parameter(A_log)),
+                              ('D', nn.Parameter(torch.ones(self.d_inner)))):
+                setattr(self, name + sfx, mod)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+
+    def _proj(self, u, sfx:str=''):
+        "x_proj and dt_proj of one direction on u (batch, d_inner, length), as batched products with u in place."
+        dbl = _bmm(getattr(self, 'x_proj' + sfx).weight, u)              # (batch, dt_rank + 2N, length)
+        dt, B, C = dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
+        dt_proj = getattr(self, 'dt_proj' + sfx)
+        return dict(u=u, delta=_bmm(dt_proj.weight, dt), A=-torch.exp(getattr(self, 'A_log' + sfx).float()), B=B, C=C,
+                    D=getattr(self, 'D' + sfx).float(), delta_bias=dt_proj.bias.float())   # Δ bias added in the scan
 
     def _scan_args(self, x, z, sfx:str=''):
         "Causal conv, SiLU and projections of one direction: the keyword arguments of its selective scan."
-        conv, x_proj, dt_proj = getattr(self, 'conv1d' + sfx), getattr(self, 'x_proj' + sfx), getattr(self, 'dt_proj' + sfx)
         L = x.shape[-1]
-        x = F.silu(conv(x)[..., :L])                                   # causal: keep the first L outputs
-        dbl = x_proj(x.transpose(1, 2))                                # (batch, length, dt_rank + 2N)
-        dt, B, C = dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = (dt @ dt_proj.weight.t()).transpose(1, 2)              # (batch, d_inner, length), bias added in the scan
-        A = -torch.exp(getattr(self, 'A_log' + sfx).float())
-        return dict(u=x, delta=delta, A=A, B=B.transpose(1, 2), C=C.transpose(1, 2), D=getattr(self, 'D' + sfx).float(),
-                    z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True)
+        u = F.silu(getattr(self, 'conv1d' + sfx)(x)[..., :L])           # causal: keep the first L outputs
+        return dict(self._proj(u, sfx), z=z, delta_softplus=True)
 
     def _ssm(self, x, z, sfx:str=''):
         "Causal conv, SiLU, projections and the selective scan of one direction; x, z: (batch, d_inner, length)."
@@ -433,39 +442,48 @@ class MambaMixer(nn.Module):
 
     def _check_hidden(self, hidden):
         if not isinstance(hidden, torch.Tensor) or hidden.ndim != 3 or hidden.shape[-1] != self.d_model:
-            raise ValueError(f"MambaMixer expects (batch, length, d_model={self.d_model}), got {tuple(getattr(hidden, 'shape', ()))}")
+            raise ValueError(f"MambaMixer expects (batch, length, d_model={self.d_model}), "
+                             f"got {tuple(getattr(hidden, 'shape', ()))}")
+
+    def _in(self, hidden):
+        "in_proj to x and the gate z, each (batch, d_inner, length): one matrix product, no transposed copy."
+        xz = _bmm(self.in_proj.weight, hidden.transpose(1, 2))
+        if self.in_proj.bias is not None: xz = xz + self.in_proj.bias[:, None]
+        return xz.chunk(2, dim=1)
 
     def scan_inputs(self, hidden:torch.Tensor, # (batch, length, d_model)
                     direction:str='forward', # 'forward', or 'backward' (the flipped pass of a bidirectional mixer)
                    ) -> dict:
-        "The keyword arguments (u, delta, A, B, C, D, z, delta_bias, delta_softplus) this mixer passes to `selective_scan`."
+        "The keyword arguments (u, delta, A, B, C, D, z, delta_bias, delta_softplus) this mixer's scan gets."
         self._check_hidden(hidden)
-        if direction not in ('forward', 'backward'): raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+        if direction not in ('forward', 'backward'):
+            raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
         if direction == 'backward' and not self.bidirectional:
             raise ValueError("direction='backward' needs a MambaMixer(bidirectional=True)")
-        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)
+        x, z = self._in(hidden)
         return self._scan_args(x, z) if direction == 'forward' else self._scan_args(x.flip(-1), z.flip(-1), '_b')
 
     def _both_directions(self, x, z):
         """The BiScan as one grouped scan: the flipped pass is computed in time order (its causal conv on the flipped
         sequence is an anti-causal conv with flipped taps) and scanned with `reverse`, so nothing is flipped."""
-        fwd, conv = self._scan_args(x, None), self.conv1d_b
-        xb = F.silu(F.conv1d(F.pad(x, (0, self.d_conv - 1)), conv.weight.flip(-1), conv.bias, groups=self.d_inner))
-        dt, B, C = self.x_proj_b(xb.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        bwd = dict(u=xb, delta=(dt @ self.dt_proj_b.weight.t()).transpose(1, 2), A=-torch.exp(self.A_log_b.float()),
-                   B=B.transpose(1, 2), C=C.transpose(1, 2), D=self.D_b.float(), delta_bias=self.dt_proj_b.bias.float())
+        conv = self.conv1d_b
+        ub = F.silu(F.conv1d(F.pad(x, (0, self.d_conv - 1)), conv.weight.flip(-1), conv.bias, groups=self.d_inner))
+        fwd, bwd = self._scan_args(x, None), self._proj(ub, '_b')
         cat = lambda k: torch.cat([fwd[k], bwd[k]], 1 if k in ('u', 'delta') else 0)
         both = lambda k: torch.stack([fwd[k], bwd[k]], 1)                 # (batch, 2 groups, n_state, length)
-        y = selective_scan(cat('u'), cat('delta'), cat('A'), both('B'), both('C'), cat('D'), delta_bias=cat('delta_bias'),
-                           delta_softplus=True, reverse=(False, True), backend=self.backend)
-        return (y[:, :self.d_inner] + y[:, self.d_inner:]) * F.silu(z)   # both directions share the gate z
+        y = selective_scan(cat('u'), cat('delta'), cat('A'), both('B'), both('C'), cat('D'),
+                           delta_bias=cat('delta_bias'), delta_softplus=True, reverse=(False, True), backend=self.backend)
+        b, _, L = y.shape
+        return y.view(b, 2, self.d_inner, L).sum(1) * F.silu(z)         # both directions share the gate z
 
     def forward(self, hidden:torch.Tensor, # (batch, length, d_model)
-               ) -> torch.Tensor:
+               ) -> torch.Tensor: # (batch, length, d_model)
         self._check_hidden(hidden)
-        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)   # (batch, d_inner, length) each
+        x, z = self._in(hidden)                                          # (batch, d_inner, length) each
         y = self._both_directions(x, z) if self.bidirectional else self._ssm(x, z)
-        return self.out_proj(y.transpose(1, 2))
+        out = _bmm(self.out_proj.weight, y)                              # (batch, d_model, length)
+        if self.out_proj.bias is not None: out = out + self.out_proj.bias[:, None]
+        return out.transpose(1, 2)
 
 # %% ../nbs/05_ssm.ipynb #02150d18
 def hidden_attention(u:torch.Tensor, # input (batch, dim, length); only its shape and dtype are used

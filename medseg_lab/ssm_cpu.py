@@ -363,8 +363,8 @@ def _load_cpu_kernel():
         os.environ['PATH'] = venv_bin + os.pathsep + os.environ.get('PATH', '')
     flags = _cpu_kernel_flags()
     key = hashlib.sha1('\n'.join([_CPU_KERNEL_SRC, *flags, torch.__version__]).encode()).hexdigest()[:12]
-    return load_inline(f'medseg_lab_scan_{key}', [_CPU_KERNEL_SRC], functions=['selective_scan_fwd', 'selective_scan_bwd'],
-                       extra_cflags=flags, extra_ldflags=['-fopenmp'], verbose=False)
+    return load_inline(f'medseg_lab_scan_{key}', [_CPU_KERNEL_SRC], extra_cflags=flags, extra_ldflags=['-fopenmp'],
+                       functions=['selective_scan_fwd', 'selective_scan_bwd'], verbose=False)
 
 # %% ../nbs/05b_ssm_cpu.ipynb #d507a1b1
 def cpu_kernel(build:bool=True, # compile (or load from torch's cache) if not loaded yet
@@ -453,7 +453,7 @@ def selective_scan_cpu(u:torch.Tensor, # input (batch, dim, length)
                        reverse=None, # None, or one bool per B/C group: scan that group from its last step to its first
                        slices:int|None=None, # channel slices per backward unit (None: chosen from shape and threads)
                       ):
-    "Selective scan with the compiled CPU kernel, differentiable in every tensor argument (`selective_scan`'s conventions)."
+    "Selective scan on the compiled CPU kernel, differentiable in every tensor argument (`selective_scan`'s API)."
     if (mod := cpu_kernel()) is None:
         raise RuntimeError(f"the compiled CPU kernel is {cpu_kernel_status()}; use selective_scan(backend='torch')")
     b, d, l, n, groups = _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
