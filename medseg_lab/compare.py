@@ -50,7 +50,8 @@ def compare_to_baseline(cases:pd.DataFrame, # one row per (model, seed, case) wi
     "Per model: mean ± std of the score over seeds, ratio to the baseline, and the paired per-case comparison."
     missing = [c for c in (model, seed, case, score) if c not in cases.columns]
     if missing: raise ValueError(f"cases needs columns {missing}; it has {list(cases.columns)}")
-    if baseline not in set(cases[model]): raise ValueError(f"baseline {baseline!r} not among the models {sorted(set(cases[model]))}")
+    if baseline not in set(cases[model]):
+        raise ValueError(f"baseline {baseline!r} not among the models {sorted(set(cases[model]))}")
     wide = {m: g.pivot_table(index=seed, columns=case, values=score, aggfunc='mean', dropna=False)
             for m, g in cases.groupby(model, sort=False)}
     base = wide[baseline]
@@ -64,7 +65,8 @@ def compare_to_baseline(cases:pd.DataFrame, # one row per (model, seed, case) wi
             seeds = w.index.intersection(base.index); cols = w.columns.intersection(base.columns)
             diff = (w.loc[seeds, cols] - base.loc[seeds, cols])
             delta, delta_std = _mean_std(diff.mean(1, skipna=True))
-            spread = np.nanmax([std, b_std]) if len(seeds) > 1 and not (math.isnan(std) and math.isnan(b_std)) else math.nan
+            spread = (np.nanmax([std, b_std]) if len(seeds) > 1 and not (math.isnan(std) and math.isnan(b_std))
+                      else math.nan)
             wins, p, n = _paired_stats(diff)
             verdict = ('one seed: no spread to compare with' if len(seeds) < 2 else
                        'within seed spread' if abs(delta) <= spread else ('better' if delta > 0 else 'worse'))
