@@ -23,7 +23,7 @@ allocates — the output, the inputs' gradients, saved states, temporaries and a
 and not the gradient arriving at the output (allocated before the call, like the inputs: it is the caller's).
 Ratios, never timed asserts.
 """
-import argparse, importlib.util, json, math, os, platform, subprocess, sys, time
+import argparse, datetime, importlib.util, json, math, os, platform, subprocess, sys, time
 import torch
 from medseg_lab.ssm import selective_scan, selective_scan_reference
 from medseg_lab.ssm_cpu import cpu_kernel, cpu_kernel_status
@@ -150,6 +150,14 @@ def table(rows, paths, fwd_only):
                       if r['ref_fwd_bwd_extrapolated_from_L'] else ''))
     return out
 
+def provenance():
+    "When, where and from which commit: the UTC date, the machine, the git commit, the load average at the end."
+    from medseg_lab.results import _machine, _commit
+    try: load = tuple(round(v, 2) for v in os.getloadavg())
+    except OSError: load = None
+    return dict(date_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+                machine=_machine(), commit=_commit(os.path.dirname(os.path.abspath(__file__))), load_average=load)
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--shapes', nargs='+', default=['64,64,16,672', '1,192,16,4096', '1,192,16,32768', '2,96,16,16384'],
@@ -195,8 +203,8 @@ def main():
     print('\n' + '\n'.join(out))
     if a.out:
         with open(a.out, 'w') as f:
-            json.dump(dict(command=' '.join(['python'] + sys.argv), torch=torch.__version__, threads=torch.get_num_threads(),
-                           cpu_kernel=cpu_kernel_status(), rows=rows), f, indent=1)
+            json.dump(dict(command=' '.join(['python'] + sys.argv), provenance=provenance(), torch=torch.__version__,
+                           threads=torch.get_num_threads(), cpu_kernel=cpu_kernel_status(), rows=rows), f, indent=1)
         with open(os.path.splitext(a.out)[0] + '.txt', 'w') as f: f.write('\n'.join(lines + [''] + out) + '\n')
 
 if __name__ == '__main__': main()

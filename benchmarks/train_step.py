@@ -18,7 +18,7 @@ Shares are of the profiled step's wall time. With `--torch-scan` the Mamba model
 CPU kernel disabled (`MEDSEG_LAB_NO_CPU_KERNEL=1` at run time: the chunked PyTorch scan), in the same rounds.
 Ratios, never timed asserts.
 """
-import argparse, json, os, platform, statistics, sys, time
+import argparse, datetime, json, os, platform, statistics, sys, time
 import torch
 from medseg_lab.models import MODELS, PRESETS, build_model
 from medseg_lab.train import make_loss, distill_mode
@@ -96,6 +96,14 @@ def run_setting(label, dims, names, x, y, classes, rounds, torch_scan):
     for k in live: rows[k]['ratio_vs_unet'] = rows[k]['step_s'] / base if base else None
     return list(rows.values())
 
+def provenance():
+    "When, where and from which commit: the UTC date, the machine, the git commit, the load average at the end."
+    from medseg_lab.results import _machine, _commit
+    try: load = tuple(round(v, 2) for v in os.getloadavg())
+    except OSError: load = None
+    return dict(date_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+                machine=_machine(), commit=_commit(os.path.dirname(os.path.abspath(__file__))), load_average=load)
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--models', nargs='+', default=list(MODELS), help='registered model names (default: all)')
@@ -136,7 +144,7 @@ def main():
     print('\n' + text)
     if a.out:
         with open(a.out, 'w') as f:
-            json.dump(dict(command=' '.join([os.path.basename(sys.executable)] + sys.argv), torch=torch.__version__,
+            json.dump(dict(command=' '.join(['python'] + sys.argv), provenance=provenance(), torch=torch.__version__,
                            threads=torch.get_num_threads(), cpu_kernel=cpu_kernel_status(), rows=rows), f, indent=1)
         with open(os.path.splitext(a.out)[0] + '.txt', 'w') as f: f.write(text + '\n')
 

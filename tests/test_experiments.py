@@ -112,3 +112,16 @@ def test_train_eval_with_a_paper_recipe(repo, tmp_path, run_experiment):
     c = json.loads((runs[0] / "config.json").read_text())
     assert (c["optimizer"], c["momentum"], c["nesterov"], c["weight_decay"], c["deep_supervision"]) == ("sgd", 0.99, True, 3e-5, True)
     assert c["epochs"] == 1 and c["batch_size"] == 2
+
+
+def test_make_run_leaves_the_work_tree_alone(repo, tmp_path):
+    "`make run` (dry run) writes only under RUNS; the README's results section changes only by `make readme-results`."
+    import subprocess
+    dry = lambda target: subprocess.run(["make", "-n", target, f"RUNS={tmp_path}"], cwd=repo, capture_output=True,
+                                        text=True, check=True).stdout
+    run = dry("run")
+    assert "model_zoo.ipynb" in run and "train_eval.ipynb" in run and "exit $rc" in run   # a failed zoo fails make
+    assert "index.ipynb" not in run and "README" not in run and "nbdev_clean" not in run
+    for out in [w for w in run.split() if w.endswith(".ipynb") and "nbs/experiments/" not in w]:
+        assert out.startswith(str(tmp_path)), out                                        # executed notebooks go to RUNS
+    assert "write_between_markers" in dry("readme-results") and "index.ipynb" in dry("readme-results")
