@@ -23,10 +23,19 @@ APT_PKGS := xvfb xauth libgl1-mesa-dri libegl1 libgl1 libxkbcommon-x11-0 libxcb-
 MODEL ?= unet
 PRESET ?= small
 DATA ?= mni152_tissue
-BUDGET ?= 210
-ZOO_BUDGET ?= 420
+BUDGET ?= 150
+# make zoo knobs (papermill parameters of nbs/experiments/model_zoo.ipynb): every model, the same optimiser steps,
+# several seeds; with the defaults `make run` (train-eval + zoo) takes about 10 minutes on 2 CPU cores
+ZOO_PRESET ?= small
+ZOO_STEPS ?= 150
+ZOO_SEEDS ?= 0, 1
+ZOO_BATCH ?= 8
+ZOO_DATA ?= mni152_lesions
+ZOO_SIZE ?= 64, 64
+ZOO_THREADS ?= 2
+RUNS ?= $(CURDIR)/runs
 
-.PHONY: all setup run train-eval zoo test lab export docs readme check-export nbtest pytest execute stale reproduce time-commands clean
+.PHONY: all setup run train-eval zoo readme-results test lab export docs readme check-export nbtest pytest execute stale reproduce time-commands clean
 
 all: test
 
@@ -59,30 +68,42 @@ $(READY): $(TORCH_STAMP) setup.py settings.ini
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name $(KERNEL)
 	touch $@
 
-## run: train_eval (the UNet baseline on the bundled real MRI sample), then the model zoo (every model in MODELS,
-## 2D, one equal budget on mni152_lesions); results land in runs/, the zoo table also in README's results section
+## run: train_eval (the UNet baseline on the bundled real MRI sample), then the model zoo (every model in MODELS, 2D,
+## the same optimiser steps, ZOO_SEEDS seeds, on mni152_lesions); everything lands in runs/, the work tree stays clean
 run: train-eval zoo
 
 train-eval: $(READY)
-	mkdir -p runs
+	mkdir -p $(RUNS)
 	ts=$$(date -u +%Y%m%dT%H%M%SZ); \
-	$(BIN)/papermill nbs/experiments/train_eval.ipynb runs/train_eval-$(MODEL)-$$ts.ipynb \
+	$(BIN)/papermill nbs/experiments/train_eval.ipynb $(RUNS)/train_eval-$(MODEL)-$$ts.ipynb \
 	  -k $(KERNEL) --cwd nbs/experiments --log-output --no-progress-bar \
 	  -p model $(MODEL) -p preset $(PRESET) -p data $(DATA) -p time_budget_s $(BUDGET) \
-	  -p out_dir $(CURDIR)/runs ; \
-	echo "Executed notebook: runs/train_eval-$(MODEL)-$$ts.ipynb"
+	  -p out_dir $(RUNS) ; \
+	echo "Executed notebook: $(RUNS)/train_eval-$(MODEL)-$$ts.ipynb"
 
-## zoo: nbs/experiments/model_zoo.ipynb; ZOO_BUDGET seconds of training in all, split equally between the models
+## zoo: nbs/experiments/model_zoo.ipynb in its real setting (knobs ZOO_*); exits non-zero when a model fails, after
+## writing the tables (runs/model_zoo-<UTC timestamp>/zoo_results.md); `make readme-results` copies the table to README
 zoo: $(READY)
-	mkdir -p runs
-	ts=$$(date -u +%Y%m%dT%H%M%SZ); \
-	$(BIN)/papermill nbs/experiments/model_zoo.ipynb runs/model_zoo-$$ts.ipynb \
+	mkdir -p $(RUNS)
+	ts=$$(date -u +%Y%m%dT%H%M%SZ); rc=0; \
+	$(BIN)/papermill nbs/experiments/model_zoo.ipynb $(RUNS)/model_zoo-$$ts.ipynb \
 	  -k $(KERNEL) --cwd nbs/experiments --log-output --no-progress-bar \
-	  -p spatial_dims 2 -p total_budget_s $(ZOO_BUDGET) -p num_threads 2 -p out_dir $(CURDIR)/runs ; \
-	zoo=$$(ls -td runs/model_zoo-*/ | head -1); cat "$$zoo"zoo_results.md; \
+	  -p preset $(ZOO_PRESET) -p steps $(ZOO_STEPS) -y "seeds: [$(ZOO_SEEDS)]" -p batch_size $(ZOO_BATCH) \
+	  -p data $(ZOO_DATA) -y "data_kwargs: {size: [$(ZOO_SIZE)]}" -p validations 3 -p paper_presets True \
+	  -p timing_steps 3 -p num_threads $(ZOO_THREADS) -p out_dir $(RUNS) || rc=$$?; \
+	zoo=$$(ls -td $(RUNS)/model_zoo-*/ 2>/dev/null | head -1); \
+	if [ -n "$$zoo" ] && [ -f "$$zoo"zoo_results.md ]; then cat "$$zoo"zoo_results.md; fi; \
+	echo "Executed notebook: $(RUNS)/model_zoo-$$ts.ipynb; tables in $$zoo"; \
+	if [ $$rc -ne 0 ]; then echo "make zoo: the model zoo FAILED (exit $$rc): see the notebook above"; fi; \
+	exit $$rc
+
+## readme-results: the latest zoo table (runs/model_zoo-*/zoo_results.md) into README's results section
+readme-results: $(READY)
+	@zoo=$$(ls -td $(RUNS)/model_zoo-*/ 2>/dev/null | head -1); \
+	if [ -z "$$zoo" ] || [ ! -f "$$zoo"zoo_results.md ]; then echo "no zoo results under $(RUNS): run 'make zoo' first"; exit 1; fi; \
 	$(PY) -c "import sys; from medseg_lab.sweep import write_between_markers as w; w('nbs/index.ipynb', open(sys.argv[1]).read(), 'results')" "$$zoo"zoo_results.md; \
 	$(BIN)/nbdev_clean --fname nbs/index.ipynb; \
-	echo "Executed notebook: runs/model_zoo-$$ts.ipynb; table: $${zoo}zoo_results.md (also in README.md)"
+	echo "README results section: $${zoo}zoo_results.md"
 	$(MAKE) readme
 
 ## test: exported package == notebooks, every notebook runs (nbdev_test), then pytest

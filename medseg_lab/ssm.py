@@ -87,6 +87,27 @@ def _finish(y, u, D, z, dtype, inplace:bool=False):
     if z is not None: y = y * F.silu(z.to(dtype))
     return y.to(u.dtype)
 
+# %% ../nbs/05_ssm.ipynb #a1e70c02
+def _reverse_flags(reverse, B, C):
+    "Validated per-group reversal flags as a tuple of bools, or None when no group is reversed."
+    if reverse is None: return None
+    if isinstance(reverse, (str, bytes)) or not hasattr(reverse, '__len__'):
+        raise ValueError(f"reverse must be a sequence of booleans (one per B/C group) or None, got {reverse!r}")
+    groups = next((t.shape[1] for t in (B, C) if isinstance(t, torch.Tensor) and t.ndim == 4), 1)
+    flags = tuple(reverse)
+    if len(flags) != groups or not all(isinstance(f, (bool, np.bool_)) or f in (0, 1) for f in flags):
+        raise ValueError(f"reverse needs one boolean per B/C group ({groups}), got {reverse!r}")
+    return tuple(bool(f) for f in flags) if any(flags) else None
+
+def _flip_groups(t, flags):
+    "Flip the time axis of the flagged groups: (batch, dim, length) by channel group, (batch, groups, n, length)."
+    if t is None or flags is None or t.ndim == 2: return t                  # (dim, n): no time axis
+    g = len(flags)
+    mask = torch.tensor(flags, device=t.device)
+    if t.ndim == 3 and g == 1: return t.flip(-1)                             # one group: the whole tensor
+    tg = t if t.ndim == 4 else t.reshape(t.shape[0], g, -1, t.shape[-1])
+    return torch.where(mask[None, :, None, None], tg.flip(-1), tg).reshape(t.shape)
+
 # %% ../nbs/05_ssm.ipynb #687b68b5
 def _step_loop(h, dt, x, Ag, Bg, Cg):
     "Sequential recurrence over the last axis; h (b, g, dg, n) -> (y (b, g, dg, l), last h)."
@@ -100,16 +121,21 @@ def _step_loop(h, dt, x, Ag, Bg, Cg):
 def selective_scan_reference(u:torch.Tensor, # input (batch, dim, length)
                              delta:torch.Tensor, # step sizes Δ before bias/softplus, (batch, dim, length)
                              A:torch.Tensor, # state matrix (dim, n_state), real; negative for a stable scan
-                             B:torch.Tensor, # (batch, n_state, length), (batch, groups, n_state, length) or (dim, n_state)
+                             B:torch.Tensor, # (batch, n_state, length), (batch, groups, n_state, length) or (dim, n)
                              C:torch.Tensor, # same layouts as B
                              D:torch.Tensor|None=None, # skip weight (dim,)
                              z:torch.Tensor|None=None, # gate (batch, dim, length): y * silu(z)
                              delta_bias:torch.Tensor|None=None, # (dim,) added to delta
                              delta_softplus:bool=False, # Δ = softplus(delta + delta_bias)
                              return_last_state:bool=False, # also return h_L (batch, dim, n_state)
+                             reverse=None, # None, or one bool per B/C group: scan that group from the last step
                             ):
     "Sequential selective scan (mamba-ssm conventions): the oracle every faster scan is tested against."
     b, d, l, n, groups = _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    if (flags := _reverse_flags(reverse, B, C)) is not None:                # the definition: flip, scan, flip back
+        f = lambda t: _flip_groups(t, flags)
+        out = selective_scan_reference(f(u), f(delta), A, f(B), f(C), D, f(z), delta_bias, delta_softplus, True)
+        return (f(out[0]), out[1]) if return_last_state else f(out[0])
     dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
     dt, x, Ag, Bg, Cg = _grouped(b, d, l, groups, dtype, u, delta, A, B, C, delta_bias, delta_softplus)
     y, h = _step_loop(x.new_zeros(b, groups, d // groups, n), dt, x, Ag, Bg, Cg)
@@ -249,30 +275,37 @@ SCAN_BACKENDS = ('auto', 'torch', 'cuda', 'cpu')
 def selective_scan(u:torch.Tensor, # input (batch, dim, length)
                    delta:torch.Tensor, # step sizes Δ before bias/softplus, (batch, dim, length)
                    A:torch.Tensor, # state matrix (dim, n_state), real, <= 0 (A > 0 raises ValueError)
-                   B:torch.Tensor, # (batch, n_state, length), (batch, groups, n_state, length) or (dim, n_state)
+                   B:torch.Tensor, # (batch, n_state, length), (batch, groups, n_state, length), (dim, n_state)
                    C:torch.Tensor, # same layouts as B
                    D:torch.Tensor|None=None, # skip weight (dim,)
                    z:torch.Tensor|None=None, # gate (batch, dim, length): y * silu(z)
                    delta_bias:torch.Tensor|None=None, # (dim,) added to delta
                    delta_softplus:bool=False, # Δ = softplus(delta + delta_bias)
                    return_last_state:bool=False, # also return h_L (batch, dim, n_state)
+                   reverse=None, # None, or one bool per B/C group: scan that group from its last step to its first
                    backend:str="auto", # 'auto', 'torch' (chunked PyTorch), 'cuda' (mamba-ssm), 'cpu' (compiled kernel)
                    chunk_size:int=32, # torch backend: steps per log-space chunk
-                   block_elements:int=2**18, # torch backend: values of (batch, dim, chunk, n_state) per block (memory bound)
+                   block_elements:int=2**18, # torch backend: values of (batch, dim, chunk, n_state) per block
                   ):
     "Selective scan with mamba-ssm's conventions: chunked PyTorch or a compiled kernel on CPU, mamba-ssm's on CUDA."
     if backend not in SCAN_BACKENDS: raise ValueError(f"Unknown backend {backend!r}; valid: {SCAN_BACKENDS}")
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    flags = _reverse_flags(reverse, B, C)
     if backend == 'cpu':
         if isinstance(u, torch.Tensor) and u.device.type != 'cpu':
             raise ValueError(f"backend='cpu' needs CPU tensors, got device {u.device}")
         from medseg_lab.ssm_cpu import selective_scan_cpu   # raises with the reason where the kernel cannot be built
-        return selective_scan_cpu(*args)
+        return selective_scan_cpu(*args, reverse=flags)     # walks reversed groups backwards itself: no flips
     on_cpu = all(isinstance(t, torch.Tensor) and t.device.type == 'cpu' for t in (u, A))
     if backend == 'auto' and on_cpu and A.ndim == 2:
         from medseg_lab import ssm_cpu
         if ssm_cpu.cpu_kernel(build=u.numel() * A.shape[1] >= ssm_cpu.CPU_KERNEL_MIN_SIZE) is not None:
-            return ssm_cpu.selective_scan_cpu(*args)
+            return ssm_cpu.selective_scan_cpu(*args, reverse=flags)
+    if flags is not None:                                   # other paths: flip the reversed groups, scan, flip back
+        f = lambda t: _flip_groups(t, flags)
+        y, h = selective_scan(f(u), f(delta), A, f(B), f(C), D, f(z), delta_bias, delta_softplus, True,
+                              backend=backend, chunk_size=chunk_size, block_elements=block_elements)
+        return (f(y), h) if return_last_state else f(y)
     fn = mamba_selective_scan_fn() if backend in ('auto', 'cuda') else None
     if backend == 'cuda':
         if fn is None: raise ImportError("backend='cuda' needs mamba-ssm's CUDA kernel, which does not import here "
@@ -363,6 +396,10 @@ def cross_merge_2d(y:torch.Tensor, # scanned sequences (B, 4, C, H*W) in cross_s
     return rows.reshape(b, c, h, w) + cols.reshape(b, c, w, h).transpose(2, 3)
 
 # %% ../nbs/05_ssm.ipynb #2a7ac044
+def _bmm(W, x):
+    "W (out, in) applied to every batch item of x (batch, in, length) as one batched product (no transposed copies)."
+    return torch.bmm(W.expand(x.shape[0], -1, -1), x)
+
 class MambaMixer(nn.Module):
     """Mamba-1 mixer block in pure PyTorch, `(batch, length, d_model) -> (batch, length, d_model)`.
 
@@ -384,29 +421,34 @@ class MambaMixer(nn.Module):
         self.bidirectional, self.backend = bidirectional, backend
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
         for sfx in ('', '_b') if bidirectional else ('',):
-            conv = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1, bias=conv_bias)
+            conv = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1,
+                             bias=conv_bias)
             x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
             dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
             std = self.dt_rank ** -0.5
             nn.init.uniform_(dt_proj.weight, -std, std)
-            dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_init_floor)
+            dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = dt.clamp(min=dt_init_floor)
             with torch.no_grad(): dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
             A_log = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1)
-            setattr(self, 'conv1d' + sfx, conv); setattr(self, 'x_proj' + sfx, x_proj); setattr(self, 'dt_proj' + sfx, dt_proj)
-            setattr(self, 'A_log' + sfx, nn.Parameter(A_log)); setattr(self, 'D' + sfx, nn.Parameter(torch.ones(self.d_inner)))
+            for name, mod in (('conv1d', conv), ('x_proj', x_proj), ('dt_proj', dt_proj), ('A_log', nn.Parameter(A_log)),
+                              ('D', nn.Parameter(torch.ones(self.d_inner)))):
+                setattr(self, name + sfx, mod)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+
+    def _proj(self, u, sfx:str=''):
+        "x_proj and dt_proj of one direction on u (batch, d_inner, length), as batched products with u in place."
+        dbl = _bmm(getattr(self, 'x_proj' + sfx).weight, u)              # (batch, dt_rank + 2N, length)
+        dt, B, C = dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
+        dt_proj = getattr(self, 'dt_proj' + sfx)
+        return dict(u=u, delta=_bmm(dt_proj.weight, dt), A=-torch.exp(getattr(self, 'A_log' + sfx).float()), B=B, C=C,
+                    D=getattr(self, 'D' + sfx).float(), delta_bias=dt_proj.bias.float())   # Δ bias added in the scan
 
     def _scan_args(self, x, z, sfx:str=''):
         "Causal conv, SiLU and projections of one direction: the keyword arguments of its selective scan."
-        conv, x_proj, dt_proj = getattr(self, 'conv1d' + sfx), getattr(self, 'x_proj' + sfx), getattr(self, 'dt_proj' + sfx)
         L = x.shape[-1]
-        x = F.silu(conv(x)[..., :L])                                   # causal: keep the first L outputs
-        dbl = x_proj(x.transpose(1, 2))                                # (batch, length, dt_rank + 2N)
-        dt, B, C = dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = (dt @ dt_proj.weight.t()).transpose(1, 2)              # (batch, d_inner, length), bias added in the scan
-        A = -torch.exp(getattr(self, 'A_log' + sfx).float())
-        return dict(u=x, delta=delta, A=A, B=B.transpose(1, 2), C=C.transpose(1, 2), D=getattr(self, 'D' + sfx).float(),
-                    z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True)
+        u = F.silu(getattr(self, 'conv1d' + sfx)(x)[..., :L])           # causal: keep the first L outputs
+        return dict(self._proj(u, sfx), z=z, delta_softplus=True)
 
     def _ssm(self, x, z, sfx:str=''):
         "Causal conv, SiLU, projections and the selective scan of one direction; x, z: (batch, d_inner, length)."
@@ -414,26 +456,48 @@ class MambaMixer(nn.Module):
 
     def _check_hidden(self, hidden):
         if not isinstance(hidden, torch.Tensor) or hidden.ndim != 3 or hidden.shape[-1] != self.d_model:
-            raise ValueError(f"MambaMixer expects (batch, length, d_model={self.d_model}), got {tuple(getattr(hidden, 'shape', ()))}")
+            raise ValueError(f"MambaMixer expects (batch, length, d_model={self.d_model}), "
+                             f"got {tuple(getattr(hidden, 'shape', ()))}")
+
+    def _in(self, hidden):
+        "in_proj to x and the gate z, each (batch, d_inner, length): one matrix product, no transposed copy."
+        xz = _bmm(self.in_proj.weight, hidden.transpose(1, 2))
+        if self.in_proj.bias is not None: xz = xz + self.in_proj.bias[:, None]
+        return xz.chunk(2, dim=1)
 
     def scan_inputs(self, hidden:torch.Tensor, # (batch, length, d_model)
                     direction:str='forward', # 'forward', or 'backward' (the flipped pass of a bidirectional mixer)
                    ) -> dict:
-        "The keyword arguments (u, delta, A, B, C, D, z, delta_bias, delta_softplus) this mixer passes to `selective_scan`."
+        "The keyword arguments (u, delta, A, B, C, D, z, delta_bias, delta_softplus) this mixer's scan gets."
         self._check_hidden(hidden)
-        if direction not in ('forward', 'backward'): raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+        if direction not in ('forward', 'backward'):
+            raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
         if direction == 'backward' and not self.bidirectional:
             raise ValueError("direction='backward' needs a MambaMixer(bidirectional=True)")
-        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)
+        x, z = self._in(hidden)
         return self._scan_args(x, z) if direction == 'forward' else self._scan_args(x.flip(-1), z.flip(-1), '_b')
 
+    def _both_directions(self, x, z):
+        """The BiScan as one grouped scan: the flipped pass is computed in time order (its causal conv on the flipped
+        sequence is an anti-causal conv with flipped taps) and scanned with `reverse`, so nothing is flipped."""
+        conv = self.conv1d_b
+        ub = F.silu(F.conv1d(F.pad(x, (0, self.d_conv - 1)), conv.weight.flip(-1), conv.bias, groups=self.d_inner))
+        fwd, bwd = self._scan_args(x, None), self._proj(ub, '_b')
+        cat = lambda k: torch.cat([fwd[k], bwd[k]], 1 if k in ('u', 'delta') else 0)
+        both = lambda k: torch.stack([fwd[k], bwd[k]], 1)                 # (batch, 2 groups, n_state, length)
+        y = selective_scan(cat('u'), cat('delta'), cat('A'), both('B'), both('C'), cat('D'),
+                           delta_bias=cat('delta_bias'), delta_softplus=True, reverse=(False, True), backend=self.backend)
+        b, _, L = y.shape
+        return y.view(b, 2, self.d_inner, L).sum(1) * F.silu(z)         # both directions share the gate z
+
     def forward(self, hidden:torch.Tensor, # (batch, length, d_model)
-               ) -> torch.Tensor:
+               ) -> torch.Tensor: # (batch, length, d_model)
         self._check_hidden(hidden)
-        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)   # (batch, d_inner, length) each
-        y = self._ssm(x, z)
-        if self.bidirectional: y = y + self._ssm(x.flip(-1), z.flip(-1), '_b').flip(-1)
-        return self.out_proj(y.transpose(1, 2))
+        x, z = self._in(hidden)                                          # (batch, d_inner, length) each
+        y = self._both_directions(x, z) if self.bidirectional else self._ssm(x, z)
+        out = _bmm(self.out_proj.weight, y)                              # (batch, d_model, length)
+        if self.out_proj.bias is not None: out = out + self.out_proj.bias[:, None]
+        return out.transpose(1, 2)
 
 # %% ../nbs/05_ssm.ipynb #02150d18
 def hidden_attention(u:torch.Tensor, # input (batch, dim, length); only its shape and dtype are used

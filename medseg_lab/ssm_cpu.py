@@ -6,7 +6,7 @@
 from __future__ import annotations
 import hashlib, math, os, shutil, sys, time
 import torch
-from .ssm import _check_scan_inputs, _compute_dtype, _check_stable
+from .ssm import _check_scan_inputs, _compute_dtype, _check_stable, _reverse_flags
 
 # %% auto #0
 __all__ = ['CPU_KERNEL_MIN_SIZE', 'KERNEL_CHUNK', 'kernel_disabled', 'cpu_kernel', 'cpu_kernel_status', 'selective_scan_cpu']
@@ -17,6 +17,7 @@ _SRC_MATH = r"""
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 #include <ATen/Parallel.h>
 
@@ -46,13 +47,16 @@ static inline double _log1p01(double y) { return std::log1p(y); }
 
 // Δ for m consecutive steps: delta + bias, then optionally softplus = max(x, 0) + log1p(exp(-|x|)); SIG also
 // writes softplus' derivative sigmoid(x) (the backward pass needs it).
+// With `rev` the m steps are read backwards (dl points at the last one read): a time-reversed scan.
 template <typename T, bool SIG>
-static inline void prep_delta(const T* __restrict dl, T bias, bool softplus, int64_t m, T* __restrict dt,
+static inline void prep_delta(const T* __restrict dl, T bias, bool softplus, bool rev, int64_t m, T* __restrict dt,
                               T* __restrict sig) {
-  if (!softplus) { for (int64_t j = 0; j < m; ++j) dt[j] = dl[j] + bias; return; }
+  if (rev) for (int64_t j = 0; j < m; ++j) dt[j] = dl[m - 1 - j] + bias;
+  else for (int64_t j = 0; j < m; ++j) dt[j] = dl[j] + bias;
+  if (!softplus) return;
 #pragma omp simd
   for (int64_t j = 0; j < m; ++j) {
-    const T x = dl[j] + bias, ax = x < T(0) ? -x : x, e = _exp(-ax);
+    const T x = dt[j], ax = x < T(0) ? -x : x, e = _exp(-ax);
     dt[j] = (x > T(0) ? x : T(0)) + _log1p01(e);
     if (SIG) { const T s = T(1) / (T(1) + e); sig[j] = x >= T(0) ? s : e * s; }
   }
@@ -79,8 +83,16 @@ static inline T step(const T* hi, T* ho, T* __restrict ap, const T* __restrict A
 }
 
 // B and C are flat; element (batch bi, channel di, time t, state k) lies at bi*sb + (di / cpg)*sg + t*st + k.
+// A reversed row walks its time steps from L - 1 down to 0 (`Rev`: which rows; the output stays in time order).
 struct Layout { int64_t cpg, sb, sg, st; };  // channels per group; batch, group and time strides
 static inline Layout layout(const std::vector<int64_t>& s) { return {s[0], s[1], s[2], s[3]}; }
+struct Rev {
+  const int64_t* flags; int64_t cpg;      // one flag per group of cpg channels; flags == nullptr: none reversed
+  bool operator()(int64_t di) const { return flags && flags[di / cpg]; }
+};
+static inline Rev reversal(const std::vector<int64_t>& f, int64_t d) {
+  return {f.empty() ? nullptr : f.data(), f.empty() ? 1 : d / (int64_t)f.size()};
+}
 template <typename T> static const T* ptr_or_null(const at::Tensor& t) { return t.numel() ? t.data_ptr<T>() : nullptr; }
 template <typename T> static T* mut_ptr_or_null(at::Tensor& t) { return t.numel() ? t.data_ptr<T>() : nullptr; }
 """
@@ -90,7 +102,7 @@ _SRC_FWD = r"""
 template <typename T, int NS>
 static void fwd_rows(int64_t r0, int64_t r1, int64_t d, int64_t L, int64_t n_, int64_t T_, const T* u, const T* dl,
     const T* bias, bool softplus, const T* A, const T* B, Layout bl, const T* C, Layout cl, const T* D, const T* z,
-    T* y, T* hl, T* states) {
+    Rev rv, T* y, T* hl, T* states) {
   const int64_t n = NS > 0 ? NS : n_, nc = (L + T_ - 1) / T_;
   std::vector<T> h(n), dtb(T_);
   for (int64_t r = r0; r < r1; ++r) {              // one (batch, channel) row at a time
@@ -100,14 +112,15 @@ static void fwd_rows(int64_t r0, int64_t r1, int64_t d, int64_t L, int64_t n_, i
     const T* Bp = B + bi * bl.sb + (di / bl.cpg) * bl.sg;
     const T* Cp = C + bi * cl.sb + (di / cl.cpg) * cl.sg;
     const T Dd = D ? D[di] : T(0), bd = bias ? bias[di] : T(0);
+    const bool rev = rv(di);
     T* hp = h.data();
     std::fill(h.begin(), h.end(), T(0));
     for (int64_t c = 0; c < nc; ++c) {
       const int64_t t0 = c * T_, m = std::min(T_, L - t0);
       if (states) std::memcpy(states + (r * nc + c) * n, hp, n * sizeof(T));   // the state entering chunk c
-      prep_delta<T, false>(dl + r * L + t0, bd, softplus, m, dtb.data(), nullptr);
+      prep_delta<T, false>(dl + r * L + (rev ? L - t0 - m : t0), bd, softplus, rev, m, dtb.data(), nullptr);
       for (int64_t j = 0; j < m; ++j) {
-        const int64_t t = t0 + j;
+        const int64_t t = rev ? L - 1 - t0 - j : t0 + j;
         T acc = step<T, NS, false>(hp, hp, nullptr, Ar, Bp + t * bl.st, Cp + t * cl.st, dtb[j], dtb[j] * ur[t], n);
         if (D) acc += Dd * ur[t];
         if (zr) acc *= zr[t] * _sigmoid(zr[t]);
@@ -119,11 +132,12 @@ static void fwd_rows(int64_t r0, int64_t r1, int64_t d, int64_t L, int64_t n_, i
 }
 
 // u, delta, z: (b, d, L); A: (d, n); bias, D: (d,); bias, D, z empty when absent; all contiguous, one dtype.
+// rev: empty, or one flag per group of d / rev.size() channels (1: that group scans from the last step to the first).
 // Returns y (b, d, L), the last state (b, d, n) and, with save_states, the state entering every chunk of `chunk`
 // steps (b, d, ceil(L / chunk), n), from which the backward pass recomputes the states.
 std::vector<at::Tensor> selective_scan_fwd(at::Tensor u, at::Tensor delta, at::Tensor bias, bool softplus,
     at::Tensor A, at::Tensor B, std::vector<int64_t> bs, at::Tensor C, std::vector<int64_t> cs, at::Tensor D,
-    at::Tensor z, int64_t chunk, bool save_states) {
+    at::Tensor z, std::vector<int64_t> rev, int64_t chunk, bool save_states) {
   const int64_t b = u.size(0), d = u.size(1), L = u.size(2), n = A.size(1), nc = (L + chunk - 1) / chunk;
   auto y = at::empty_like(u);
   auto hl = at::empty({b, d, n}, u.options());
@@ -134,10 +148,15 @@ std::vector<at::Tensor> selective_scan_fwd(at::Tensor u, at::Tensor delta, at::T
     const T *BB = B.data_ptr<T>(), *CC = C.data_ptr<T>(), *DD = ptr_or_null<T>(D), *Z = ptr_or_null<T>(z);
     T *Y = y.data_ptr<T>(), *HL = hl.data_ptr<T>(), *ST = mut_ptr_or_null<T>(st);
     const Layout bl = layout(bs), cl = layout(cs);
+    const Rev rv = reversal(rev, d);
+    auto rows = [&](auto ns, int64_t r0, int64_t r1) {
+      fwd_rows<T, decltype(ns)::value>(r0, r1, d, L, n, chunk, U, DL, BI, softplus, AA, BB, bl, CC, cl, DD, Z, rv,
+                                       Y, HL, ST);
+    };
     at::parallel_for(0, b * d, 1, [&](int64_t r0, int64_t r1) {
-      if (n == 16) fwd_rows<T, 16>(r0, r1, d, L, n, chunk, U, DL, BI, softplus, AA, BB, bl, CC, cl, DD, Z, Y, HL, ST);
-      else if (n == 8) fwd_rows<T, 8>(r0, r1, d, L, n, chunk, U, DL, BI, softplus, AA, BB, bl, CC, cl, DD, Z, Y, HL, ST);
-      else fwd_rows<T, 0>(r0, r1, d, L, n, chunk, U, DL, BI, softplus, AA, BB, bl, CC, cl, DD, Z, Y, HL, ST);
+      if (n == 16) rows(std::integral_constant<int, 16>{}, r0, r1);
+      else if (n == 8) rows(std::integral_constant<int, 8>{}, r0, r1);
+      else rows(std::integral_constant<int, 0>{}, r0, r1);
     });
   });
   return {y, hl, st};
@@ -149,7 +168,7 @@ _SRC_BWD_UNIT = r"""
 template <typename T> struct Bwd {        // everything one backward unit reads and writes
   int64_t b, d, L, n, T_, nc; bool softplus;
   const T *u, *dl, *bias, *A, *B, *C, *D, *z, *states, *gy, *ghl;
-  Layout bl, cl;
+  Layout bl, cl; Rev rv;
   T *gu, *gdl, *gz, *PB, *PC;             // PB, PC: this slice's gB / gC partials, (b, groups, L or 1, n)
   int64_t pbl, pcl;                       // values per (batch, group) slot of PB / PC
   double *pA, *pD, *pbias;                // per-row sums (b, d, n), (b, d), (b, d)
@@ -178,18 +197,21 @@ static void bwd_unit(const Bwd<T>& w, int64_t bi, int64_t c0, int64_t c1) {
       T* PBr = w.PB + (bi * (d / bl.cpg) + di / bl.cpg) * w.pbl;
       T* PCr = w.PC + (bi * (d / cl.cpg) + di / cl.cpg) * w.pcl;
       const T Dd = w.D ? w.D[di] : T(0), bd = w.bias ? w.bias[di] : T(0);
-      prep_delta<T, true>(w.dl + r * L + t0, bd, w.softplus, m, dtb.data(), sig.data());
+      const bool rev = w.rv(di);
+      const auto tm = [&](int64_t j) { return rev ? L - 1 - t0 - j : t0 + j; };   // time of the chunk's j-th step
+      prep_delta<T, true>(w.dl + r * L + (rev ? L - t0 - m : t0), bd, w.softplus, rev, m, dtb.data(), sig.data());
       std::memcpy(H.data(), w.states + (r * nc + c) * n, n * sizeof(T));      // H[j + 1] = h_{t0 + j}
       for (int64_t j = 0; j < m; ++j) {
-        const int64_t t = t0 + j;
+        const int64_t t = tm(j);
         yc[j] = step<T, NS, true>(H.data() + j * n, H.data() + (j + 1) * n, Ab.data() + j * n, Ar, Bp + t * bl.st,
                                   Cp + t * cl.st, dtb[j], dtb[j] * ur[t], n);
       }
       T* gh = carry.data() + i * n;
       T gD = 0, gb = 0;
-      std::fill(gAc.begin(), gAc.end(), T(0)); std::fill(tB.begin(), tB.end(), T(0)); std::fill(tC.begin(), tC.end(), T(0));
+      std::fill(gAc.begin(), gAc.end(), T(0));
+      std::fill(tB.begin(), tB.end(), T(0)); std::fill(tC.begin(), tC.end(), T(0));
       for (int64_t j = m - 1; j >= 0; --j) {
-        const int64_t t = t0 + j;
+        const int64_t t = tm(j);
         const T ut = ur[t], dt = dtb[j], du = dt * ut;
         T gy = gyr[t];
         if (zr) {                                           // out = y silu(z): dz and the gradient reaching y
@@ -254,12 +276,14 @@ static void sum_parts(const T* p, int64_t parts, int64_t size, T* out) {
 }
 
 // gy: (b, d, L), the gradient of y; ghl: (b, d, n), the gradient of the last state, or empty; states: from the
-// forward. Units are (batch, group, channel slice): `slices` > 1 splits each group's channels so that a small batch
-// still gives every thread work; each slice has its own gB / gC partials, summed in slice order afterwards.
+// forward; rev: as in the forward. Units are (batch, group, channel slice): `slices` > 1 splits each group's
+// channels so that a small batch still gives every thread work; each slice has its own gB / gC partials, summed in
+// slice order afterwards.
 // Returns gu, gdelta, gz (empty without z), gA, gB, gC (flat, in B's / C's layout), gD and gbias (empty if absent).
 std::vector<at::Tensor> selective_scan_bwd(at::Tensor u, at::Tensor delta, at::Tensor bias, bool softplus,
     at::Tensor A, at::Tensor B, std::vector<int64_t> bs, at::Tensor C, std::vector<int64_t> cs, at::Tensor D,
-    at::Tensor z, at::Tensor states, at::Tensor gy, at::Tensor ghl, int64_t chunk, int64_t slices) {
+    at::Tensor z, std::vector<int64_t> rev, at::Tensor states, at::Tensor gy, at::Tensor ghl, int64_t chunk,
+    int64_t slices) {
   const int64_t b = u.size(0), d = u.size(1), L = u.size(2), n = A.size(1);
   const Layout bl = layout(bs), cl = layout(cs);
   const int64_t cpg = std::max(bl.cpg, cl.cpg), groups = d / cpg, S = std::max<int64_t>(1, std::min(slices, cpg));
@@ -274,7 +298,7 @@ std::vector<at::Tensor> selective_scan_bwd(at::Tensor u, at::Tensor delta, at::T
     using T = scalar_t;
     Bwd<T> w{b, d, L, n, chunk, (L + chunk - 1) / chunk, softplus, u.data_ptr<T>(), delta.data_ptr<T>(),
              ptr_or_null<T>(bias), A.data_ptr<T>(), B.data_ptr<T>(), C.data_ptr<T>(), ptr_or_null<T>(D),
-             ptr_or_null<T>(z), states.data_ptr<T>(), gy.data_ptr<T>(), ptr_or_null<T>(ghl), bl, cl,
+             ptr_or_null<T>(z), states.data_ptr<T>(), gy.data_ptr<T>(), ptr_or_null<T>(ghl), bl, cl, reversal(rev, d),
              gu.data_ptr<T>(), gdl.data_ptr<T>(), mut_ptr_or_null<T>(gz), nullptr, nullptr, pbl, pcl,
              pA.data_ptr<double>(), pD.data_ptr<double>(), pbias.data_ptr<double>()};
     at::parallel_for(0, b * groups * S, 1, [&](int64_t q0, int64_t q1) {
@@ -299,7 +323,11 @@ std::vector<at::Tensor> selective_scan_bwd(at::Tensor u, at::Tensor delta, at::T
     gB = reduce(PB, bl.sb != 0, gb_ * pbl); gC = reduce(PC, cl.sb != 0, gc_ * pcl);
     // ... and the per-channel sums gA, gD, gbias over the batch
     auto over_batch = [&](const double* p, int64_t size, T* out) {
-      for (int64_t i = 0; i < size; ++i) { double s = 0; for (int64_t q = 0; q < b; ++q) s += p[q * size + i]; out[i] = T(s); }
+      for (int64_t i = 0; i < size; ++i) {
+        double s = 0;
+        for (int64_t q = 0; q < b; ++q) s += p[q * size + i];
+        out[i] = T(s);
+      }
     };
     over_batch(pA.data_ptr<double>(), d * n, gA.data_ptr<T>());
     if (D.numel()) over_batch(pD.data_ptr<double>(), d, gD.data_ptr<T>());
@@ -335,8 +363,8 @@ def _load_cpu_kernel():
         os.environ['PATH'] = venv_bin + os.pathsep + os.environ.get('PATH', '')
     flags = _cpu_kernel_flags()
     key = hashlib.sha1('\n'.join([_CPU_KERNEL_SRC, *flags, torch.__version__]).encode()).hexdigest()[:12]
-    return load_inline(f'medseg_lab_scan_{key}', [_CPU_KERNEL_SRC], functions=['selective_scan_fwd', 'selective_scan_bwd'],
-                       extra_cflags=flags, extra_ldflags=['-fopenmp'], verbose=False)
+    return load_inline(f'medseg_lab_scan_{key}', [_CPU_KERNEL_SRC], extra_cflags=flags, extra_ldflags=['-fopenmp'],
+                       functions=['selective_scan_fwd', 'selective_scan_bwd'], verbose=False)
 
 # %% ../nbs/05b_ssm_cpu.ipynb #d507a1b1
 def cpu_kernel(build:bool=True, # compile (or load from torch's cache) if not loaded yet
@@ -387,27 +415,27 @@ def _check_steps(A, delta, delta_bias, delta_softplus):
 class _KernelScan(torch.autograd.Function):
     "The compiled forward (keeping the chunk-start states) and the compiled backward, as one autograd op."
     @staticmethod
-    def forward(ctx, mod, softplus, bs, cs, chunk, slices, want_last, u, delta, A, Bk, Ck, D, z, bias):
+    def forward(ctx, mod, softplus, bs, cs, rev, chunk, slices, want_last, u, delta, A, Bk, Ck, D, z, bias):
         e = u.new_empty(0)
         y, h, states = mod.selective_scan_fwd(u, delta, e if bias is None else bias, softplus, A, Bk, bs, Ck, cs,
-                                              e if D is None else D, e if z is None else z, chunk, True)
+                                              e if D is None else D, e if z is None else z, rev, chunk, True)
         ctx.save_for_backward(u, delta, A, Bk, Ck, D, z, bias, states)
-        ctx.cfg = mod, softplus, bs, cs, chunk, slices, want_last
+        ctx.cfg = mod, softplus, bs, cs, rev, chunk, slices, want_last
         ctx.set_materialize_grads(False)
         return y, h
 
     @staticmethod
     def backward(ctx, gy, gh):
         u, delta, A, Bk, Ck, D, z, bias, states = ctx.saved_tensors
-        mod, softplus, bs, cs, chunk, slices, want_last = ctx.cfg
+        mod, softplus, bs, cs, rev, chunk, slices, want_last = ctx.cfg
         e = u.new_empty(0)
         gy = torch.zeros_like(u) if gy is None else gy.contiguous()
         gh = e if gh is None or not want_last else gh.contiguous()
         gu, gdl, gz, gA, gB, gC, gD, gb = mod.selective_scan_bwd(
             u, delta, e if bias is None else bias, softplus, A, Bk, bs, Ck, cs, e if D is None else D,
-            e if z is None else z, states, gy, gh, chunk, slices)
+            e if z is None else z, rev, states, gy, gh, chunk, slices)
         opt = lambda g, t: None if t is None else g
-        return (None,) * 7 + (gu, gdl, gA, gB.view_as(Bk), gC.view_as(Ck), opt(gD, D), opt(gz, z), opt(gb, bias))
+        return (None,) * 8 + (gu, gdl, gA, gB.view_as(Bk), gC.view_as(Ck), opt(gD, D), opt(gz, z), opt(gb, bias))
 
 # %% ../nbs/05b_ssm_cpu.ipynb #6ec52a33
 KERNEL_CHUNK = 64  # steps per chunk: the forward keeps one state per chunk (1/64 of the (B, D, N, L) states)
@@ -422,25 +450,27 @@ def selective_scan_cpu(u:torch.Tensor, # input (batch, dim, length)
                        delta_bias:torch.Tensor|None=None, # (dim,) added to delta
                        delta_softplus:bool=False, # Δ = softplus(delta + delta_bias)
                        return_last_state:bool=False, # also return h_L (batch, dim, n_state)
+                       reverse=None, # None, or one bool per B/C group: scan that group from its last step to its first
                        slices:int|None=None, # channel slices per backward unit (None: chosen from shape and threads)
                       ):
-    "Selective scan with the compiled CPU kernel, differentiable in every tensor argument (`selective_scan`'s conventions)."
+    "Selective scan on the compiled CPU kernel, differentiable in every tensor argument (`selective_scan`'s API)."
     if (mod := cpu_kernel()) is None:
         raise RuntimeError(f"the compiled CPU kernel is {cpu_kernel_status()}; use selective_scan(backend='torch')")
     b, d, l, n, groups = _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
     if u.device.type != 'cpu': raise ValueError(f"the compiled CPU kernel needs CPU tensors, got device {u.device}")
     dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
     _check_steps(A, delta, delta_bias, delta_softplus)
+    rev = [int(f) for f in _reverse_flags(reverse, B, C) or ()]
     c = lambda t: None if t is None else t.to(dtype).contiguous()
     (Bk, bs), (Ck, cs) = _bc_kernel_layout(B, d, l, n, dtype), _bc_kernel_layout(C, d, l, n, dtype)
     args = (c(u), c(delta), c(A), Bk, Ck, c(D), c(z), c(delta_bias))
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         slices = _kernel_slices(b, d, n, l, bs, cs) if slices is None else int(slices)
-        y, h = _KernelScan.apply(mod, delta_softplus, bs, cs, KERNEL_CHUNK, slices, return_last_state, *args)
+        y, h = _KernelScan.apply(mod, delta_softplus, bs, cs, rev, KERNEL_CHUNK, slices, return_last_state, *args)
     else:                                                                    # inference: no states kept
         cu, cdelta, cA, _, _, cD, cz, cbias = args
         o = lambda t: u.new_empty(0, dtype=dtype) if t is None else t
-        y, h, _ = mod.selective_scan_fwd(cu, cdelta, o(cbias), delta_softplus, cA, Bk, bs, Ck, cs, o(cD), o(cz),
+        y, h, _ = mod.selective_scan_fwd(cu, cdelta, o(cbias), delta_softplus, cA, Bk, bs, Ck, cs, o(cD), o(cz), rev,
                                          KERNEL_CHUNK, False)
     y = y.to(u.dtype)
     return (y, h) if return_last_state else y

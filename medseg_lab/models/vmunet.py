@@ -60,17 +60,22 @@ class SS2D(nn.Module):
 
     def forward_core(self, x:torch.Tensor, # (B, d_inner, H, W) after conv + SiLU
                     ) -> torch.Tensor: # (B, d_inner, H, W), the four directions merged (summed)
-        "Cross-scan, per-direction projections, one grouped selective scan, cross-merge."
+        """Cross-scan, per-direction projections, one grouped selective scan, cross-merge. Directions 2 and 3 are 0
+        and 1 read backwards: they are scanned with `reverse` in time order, so no sequence is ever flipped."""
         b, d, h, w = x.shape
         K, L, N, R = self.K, h * w, self.d_state, self.dt_rank
-        xs = cross_scan_2d(x)                                                   # (B, K, D, L)
-        x_dbl = torch.einsum('bkdl,kcd->bkcl', xs, self.x_proj_weight)           # (B, K, R+2N, L)
+        xs = torch.stack([x.flatten(2), x.transpose(2, 3).flatten(2)], 1)       # (B, 2, D, L): row-, column-major
+        W = self.x_proj_weight.view(2, 2, R + 2 * N, d).transpose(0, 1).reshape(2, 2 * (R + 2 * N), d)  # [order][k]
+        x_dbl = torch.bmm(W.repeat(b, 1, 1), xs.view(2 * b, d, L))              # direction k = 2·reversed + order
+        x_dbl = x_dbl.view(b, 2, 2, R + 2 * N, L).transpose(1, 2).reshape(b, K, R + 2 * N, L)
         dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
-        dts = torch.einsum('bkrl,kdr->bkdl', dts, self.dt_projs_weight)          # (B, K, D, L)
-        y = selective_scan(xs.reshape(b, K * d, L).float(), dts.reshape(b, K * d, L).float(),
-                           -torch.exp(self.A_logs.float()), Bs.float(), Cs.float(), self.Ds.float(),
-                           delta_bias=self.dt_projs_bias.reshape(-1).float(), delta_softplus=True, backend=self.backend)
-        return cross_merge_2d(y.reshape(b, K, d, L), (h, w)).to(x.dtype)
+        dts = torch.bmm(self.dt_projs_weight.repeat(b, 1, 1), dts.reshape(b * K, R, L)).view(b, K, d, L)
+        u = xs[:, None].expand(b, 2, 2, d, L).reshape(b, K * d, L)              # the sequence of each direction
+        y = selective_scan(u.float(), dts.reshape(b, K * d, L).float(), -torch.exp(self.A_logs.float()), Bs.float(),
+                           Cs.float(), self.Ds.float(), delta_bias=self.dt_projs_bias.reshape(-1).float(),
+                           delta_softplus=True, reverse=(False, False, True, True), backend=self.backend)
+        y = y.view(b, 2, 2, d, L).sum(1)                                         # order + its reverse: (B, 2, D, L)
+        return (y[:, 0].view(b, d, h, w) + y[:, 1].view(b, d, w, h).transpose(2, 3)).to(x.dtype)
 
     def forward(self, x:torch.Tensor, # (B, H, W, d_model), channels last
                ) -> torch.Tensor:
