@@ -17,7 +17,7 @@ __all__ = ['BLEND_MODES', 'ADAPTERS', 'mirror_tta', 'sliding_window', 'make_adap
 
 # %% ../../nbs/20_tta.ipynb #eccd85d6
 def _logits(out) -> torch.Tensor:
-    "The logits in a model's output: a tensor, a `SegOutput`, a tuple/list starting with logits, or a dict with 'logits'."
+    "The logits in a model's output: a tensor, a `SegOutput`, a tuple/list starting with logits, or a dict 'logits'."
     if isinstance(out, torch.Tensor): return out
     if isinstance(out, SegOutput): return out.logits
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor): return out[0]
@@ -35,7 +35,8 @@ def _check_x(x, who:str):
     if 0 in x.shape[1:]:
         raise ValueError(f"{who}: x has an empty channel or spatial axis (shape {tuple(x.shape)}); every axis needs "
                          "at least one element")
-    if not torch.isfinite(x).all(): raise ValueError(f"{who}: x contains NaN or Inf values; clean or mask the input first")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{who}: x contains NaN or Inf values; clean or mask the input first")
 
 def _check_dtype(model, x:torch.Tensor, who:str):
     "Refuse an input whose dtype differs from the model's floating-point parameters (outside autocast)."
@@ -131,7 +132,7 @@ ADAPTERS: dict[str, type] = {'none': NoAdaptation, 'adabn': AdaBN, 'tent': Tent,
 
 def make_adapter(name:str, # one of ADAPTERS: none, adabn, tent, cotta, eata, sar, prompt (VPTTA), duse
                  model:nn.Module, # the source model (BatchNorm layers for all but 'none'; a CNM-UNet for 'duse')
-                 episodic:bool|None=None, # restore the source state after every image/batch (None: the method's default)
+                 episodic:bool|None=None, # restore the source state after every image/batch (None: the default)
                  per_image:bool|None=None, # adapt image by image (None: the method's default)
                  preset:str|None=None, # a paper's per-task settings, e.g. make_adapter('duse', m, preset='odoc')
                  **cfg, # method options, see `ADAPTERS[name].defaults`

@@ -29,14 +29,17 @@ def _require_bn(model:nn.Module, name:str, affine:bool=False, running:bool=False
     if not layers:
         norms = sorted({type(m).__name__ for m in model.modules() if 'Norm' in type(m).__name__}) or ['none']
         raise ValueError(f"adapter {name!r} adapts BatchNorm layers, but {type(model).__name__} has none (its norm "
-                         f"layers: {', '.join(norms)}). Use make_adapter('none', ...), or build the model with norm='batch'")
+                         f"layers: {', '.join(norms)}). Use make_adapter('none', ...), or build the model with "
+                         "norm='batch'")
     if affine and not any(m.affine for _, m in layers):
-        raise ValueError(f"adapter {name!r} trains the BatchNorm affine parameters, but no BatchNorm layer has affine=True")
+        raise ValueError(f"adapter {name!r} trains the BatchNorm affine parameters, but no BatchNorm layer has "
+                         "affine=True")
     if running and not all(m.running_mean is not None for _, m in layers):
         raise ValueError(f"adapter {name!r} needs the source running statistics, but some BatchNorm layers have "
                          "track_running_stats=False")
     return layers
 
+# %% ../../nbs/20a_tta.adapters.ipynb #a0c1e040
 def _shape(x): return (1, -1) + (1,) * (x.ndim - 2)
 
 def _batch_stats(x:torch.Tensor, correction:int=0):
@@ -115,7 +118,7 @@ def _make_optimizer(params:list, cfg:dict):
 
 # %% ../../nbs/20a_tta.adapters.ipynb #a0c1e031
 def _images(data, batch_size:int):
-    "Non-empty batches of images from a tensor (N, C, *S), a dataset of (image, label) items, or an iterable of batches."
+    "Non-empty batches of images from a tensor (N, C, *S), a data set of (image, label) items, or batches."
     if isinstance(data, torch.Tensor):
         yield from (b for b in data.split(batch_size) if len(b)); return
     if hasattr(data, '__len__') and hasattr(data, '__getitem__'):
@@ -134,7 +137,8 @@ def _check_options(name:str, defaults:dict, cfg:dict):
         d = defaults[k]
         if d is None: continue
         if isinstance(d, bool): ok = isinstance(v, bool)
-        elif isinstance(d, (int, float)): ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        elif isinstance(d, (int, float)):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         elif isinstance(d, str): ok = isinstance(v, str)
         elif isinstance(d, (tuple, list)): ok = isinstance(v, (tuple, list)) and len(v) == len(d)
         else: ok = True
@@ -152,14 +156,15 @@ class Adapter:
     per_image_only = False
 
     def __init__(self, model:nn.Module, # the source model (adapted in place, restored by `reset()`)
-                 episodic:bool|None=None, # restore the source state after every image/batch (None: the method's default)
+                 episodic:bool|None=None, # restore the source state after every image/batch (None: the default)
                  per_image:bool|None=None, # adapt one image at a time (None: the method's default)
                  preset:str|None=None, # a name in `presets` (a paper's per-task settings), or None
                  **cfg):
         if not isinstance(model, nn.Module): raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
         unknown = sorted(set(cfg) - set(self.defaults))
         if unknown:
-            raise ValueError(f"unknown option(s) {unknown} for adapter {self.name!r}; valid: {sorted(self.defaults) or 'none'}")
+            raise ValueError(f"unknown option(s) {unknown} for adapter {self.name!r}; "
+                             f"valid: {sorted(self.defaults) or 'none'}")
         if preset is not None and preset not in self.presets:
             raise ValueError(f"unknown preset {preset!r} for adapter {self.name!r}; valid presets: "
                              f"{', '.join(self.presets) or 'none'}")
@@ -167,7 +172,8 @@ class Adapter:
         self.model, self.preset = model, preset
         self.cfg = {**self.defaults, **(self.presets[preset] if preset else {}), **cfg}
         for k, v in (('episodic', episodic), ('per_image', per_image)):
-            if v is not None and not isinstance(v, bool): raise ValueError(f"{k} must be True, False or None, got {v!r}")
+            if v is not None and not isinstance(v, bool):
+                raise ValueError(f"{k} must be True, False or None, got {v!r}")
         self.episodic = self.default_episodic if episodic is None else episodic
         self.per_image = self.default_per_image if per_image is None else per_image
         if self.per_image_only and not self.per_image:
@@ -177,26 +183,29 @@ class Adapter:
         self.n_images, self.seconds = 0, 0.0
         self._init_state()
 
-    def _check(self): pass
-    def _init_state(self): pass
+    def _check(self): pass              # validate options, find the layers to adapt (called once)
+    def _init_state(self): pass         # the adaptation state: optimisers, memory banks (again at every reset)
     def _adapt(self, x:torch.Tensor) -> torch.Tensor: raise NotImplementedError
-
-    @torch.no_grad()
-    def _restore_model(self):
-        "The source weights and buffers back into the model, in place and bit-identical."
-        for k, v in self.model.state_dict().items(): v.copy_(self._source[k])
-
-    def reset(self):
-        "Restore the source weights and buffers (in place, bit-identical) and clear the adapter's state."
-        self._restore_model(); self._init_state()
-
-    @property
-    def seconds_per_image(self) -> float:
-        "Mean wall-clock adaptation + prediction time per image so far."
-        return self.seconds / max(self.n_images, 1)
 
     def __repr__(self):
         return f"{type(self).__name__}(episodic={self.episodic}, per_image={self.per_image}, {self.cfg})"
+
+# %% ../../nbs/20a_tta.adapters.ipynb #a0c1e041
+@patch
+@torch.no_grad()
+def _restore_model(self:Adapter):
+    "The source weights and buffers back into the model, in place and bit-identical."
+    for k, v in self.model.state_dict().items(): v.copy_(self._source[k])
+
+@patch
+def reset(self:Adapter):
+    "Restore the source weights and buffers (in place, bit-identical) and clear the adapter's state."
+    self._restore_model(); self._init_state()
+
+@patch(as_prop=True)
+def seconds_per_image(self:Adapter) -> float:
+    "Mean wall-clock adaptation + prediction time per image so far."
+    return self.seconds / max(self.n_images, 1)
 
 # %% ../../nbs/20a_tta.adapters.ipynb #a0c1e017
 @patch
@@ -230,7 +239,7 @@ class NoAdaptation(Adapter):
 class AdaBN(Adapter):
     "BatchNorm with target statistics: per batch (episodic) or a running estimate over the target stream (continual)."
     name = 'adabn'
-    defaults = dict(momentum=None)   # continual: None = every target value weighs the same, else the weight of a new batch
+    defaults = dict(momentum=None)   # continual: None = every target value weighs the same, else a new batch's weight
     default_episodic = False
     def _check(self):
         self.bn = _require_bn(self.model, self.name, running=not self.episodic)
@@ -244,7 +253,8 @@ class AdaBN(Adapter):
             with torch.no_grad():
                 mean, var = _batch_stats(x, 0)
                 n, seen = x.numel() // x.shape[1], self._seen.get(name, 0)
-                w = 1.0 if seen == 0 else n / (seen + n) if self.cfg['momentum'] is None else float(self.cfg['momentum'])
+                mom = self.cfg['momentum']
+                w = 1.0 if seen == 0 else n / (seen + n) if mom is None else float(mom)
                 delta = mean - m.running_mean
                 m.running_var.mul_(1 - w).add_(w * var + w * (1 - w) * delta ** 2)
                 m.running_mean.add_(w * delta)

@@ -8,10 +8,12 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from . import _logits
 from .adapters import (Adapter, _require_bn, _affine_params, _batch_forward, _patched_bn, _probs,
-                                     image_entropy, _num_classes, _grad, _apply, _make_optimizer, _check_common, _images)
+                                     image_entropy, _num_classes, _grad, _apply, _make_optimizer, _check_common,
+                                     _images)
 
 # %% auto #0
 __all__ = ['DIVERSITY', 'prediction_signature', 'fisher_information', 'EATA']
@@ -73,10 +75,12 @@ class EATA(Adapter):
         self.params = _affine_params(self.bn)
         _check_common(self)
         prediction_signature(torch.zeros(1, 2, 2, 2), c['diversity'], 1)
-        if not c['e_margin'] > 0: raise ValueError(f"eata e_margin must be > 0 (E0 = e_margin · ln C), got {c['e_margin']!r}")
+        if not c['e_margin'] > 0:
+            raise ValueError(f"eata e_margin must be > 0 (E0 = e_margin · ln C), got {c['e_margin']!r}")
         self.fisher = None
         if c['source_images'] is not None:
-            self.fisher = fisher_information(self.model, self.params, self.bn, c['source_images'], c['fisher_batch_size'])
+            self.fisher = fisher_information(self.model, self.params, self.bn, c['source_images'],
+                                             c['fisher_batch_size'])
         self.theta0 = [p.detach().clone() for p in self.params]
         self.n_seen, self.n_reliable, self.n_selected = 0, 0, 0      # counts over the adapter's life (not reset)
 
@@ -89,33 +93,36 @@ class EATA(Adapter):
         "Fraction of the images seen that passed both filters and entered the loss."
         return self.n_selected / max(self.n_seen, 1)
 
-    def _select(self, logits:torch.Tensor, ent:torch.Tensor) -> torch.Tensor:
-        "Boolean mask (B,) of the reliable, non-redundant images; updates the moving average of their predictions."
-        c = self.cfg
-        keep = ent.detach() < c['e_margin'] * math.log(_num_classes(logits))
-        self.n_reliable += int(keep.sum())
-        sig = prediction_signature(logits.detach(), c['diversity'], c['grid'])
-        if self.probs_ema is not None and keep.any():
-            keep = keep & (F.cosine_similarity(sig, self.probs_ema[None], dim=1).abs() < c['d_margin'])
-        if keep.any():
-            new = sig[keep].mean(0)
-            self.probs_ema = new if self.probs_ema is None else \
-                c['probs_momentum'] * self.probs_ema + (1 - c['probs_momentum']) * new
-        return keep
+# %% ../../nbs/20b_tta.eata.ipynb #b1e0a030
+@patch
+def _select(self:EATA, logits:torch.Tensor, ent:torch.Tensor) -> torch.Tensor:
+    "Boolean mask (B,) of the reliable, non-redundant images; updates the moving average of their predictions."
+    c = self.cfg
+    keep = ent.detach() < c['e_margin'] * math.log(_num_classes(logits))
+    self.n_reliable += int(keep.sum())
+    sig = prediction_signature(logits.detach(), c['diversity'], c['grid'])
+    if self.probs_ema is not None and keep.any():
+        keep = keep & (F.cosine_similarity(sig, self.probs_ema[None], dim=1).abs() < c['d_margin'])
+    if keep.any():
+        new = sig[keep].mean(0)
+        self.probs_ema = new if self.probs_ema is None else \
+            c['probs_momentum'] * self.probs_ema + (1 - c['probs_momentum']) * new
+    return keep
 
-    def _adapt(self, x):
-        c = self.cfg
-        for p in self.params: p.requires_grad_(True)
-        with _patched_bn(self.bn, _batch_forward), torch.enable_grad():
-            logits = _logits(self.model(x))
-            ent = image_entropy(logits)
-            keep = self._select(logits, ent)
-            self.n_seen += len(x); self.n_selected += int(keep.sum())
-            if keep.any():
-                e0 = c['e_margin'] * math.log(_num_classes(logits))
-                loss = (ent * torch.exp(e0 - ent.detach()))[keep].mean()          # S_ent(x) · E(x), Eq. 8
-                if self.fisher is not None:
-                    loss = loss + c['fisher_alpha'] * sum((w * (p - p0) ** 2).sum()
-                                                          for w, p, p0 in zip(self.fisher, self.params, self.theta0))
-                _apply(self.opt, self.params, _grad(loss, self.params))
-        return logits.detach()
+@patch
+def _adapt(self:EATA, x):
+    c = self.cfg
+    for p in self.params: p.requires_grad_(True)
+    with _patched_bn(self.bn, _batch_forward), torch.enable_grad():
+        logits = _logits(self.model(x))
+        ent = image_entropy(logits)
+        keep = self._select(logits, ent)
+        self.n_seen += len(x); self.n_selected += int(keep.sum())
+        if keep.any():
+            e0 = c['e_margin'] * math.log(_num_classes(logits))
+            loss = (ent * torch.exp(e0 - ent.detach()))[keep].mean()          # S_ent(x) · E(x), Eq. 8
+            if self.fisher is not None:
+                loss = loss + c['fisher_alpha'] * sum((w * (p - p0) ** 2).sum()
+                                                      for w, p, p0 in zip(self.fisher, self.params, self.theta0))
+            _apply(self.opt, self.params, _grad(loss, self.params))
+    return logits.detach()

@@ -27,11 +27,12 @@ def prompt_size(spatial_shape:Sequence[int], alpha:float=0.01) -> tuple[int, ...
 def low_freq_prompt(x:torch.Tensor, # (B, C, *spatial) image
                     prompt:torch.Tensor, # (1 or B, C, *prompt_size) multiplicative amplitude prompt
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Eq. 5: (x̂, the low-frequency amplitude block of x) — x with its centred low-frequency amplitude scaled by `prompt`."
+    "Eq. 5: (x̂, the low-frequency amplitude block of x): x with its centred low-frequency amplitude times `prompt`."
     dims = tuple(range(2, x.ndim))
     ps = tuple(prompt.shape[2:])
     if len(ps) != len(dims) or prompt.shape[1] != x.shape[1] or any(p > s for p, s in zip(ps, x.shape[2:])):
-        raise ValueError(f"prompt must be (1, {x.shape[1]}, *size) with size <= the image's {tuple(x.shape[2:])}, got {tuple(prompt.shape)}")
+        raise ValueError(f"prompt must be (1, {x.shape[1]}, *size) with size <= the image's {tuple(x.shape[2:])}, "
+                         f"got {tuple(prompt.shape)}")
     fft = torch.fft.fftn(x, dim=dims)
     amp, pha = torch.fft.fftshift(fft.abs(), dim=dims), fft.angle()
     starts = [s // 2 - p // 2 for s, p in zip(x.shape[2:], ps)]
@@ -41,6 +42,7 @@ def low_freq_prompt(x:torch.Tensor, # (B, C, *spatial) image
     block = (slice(None), slice(None), *(slice(st, st + p) for st, p in zip(starts, ps)))
     return x_hat, amp[block].detach()
 
+# %% ../../nbs/20e_tta.prompt.ipynb #e4e0a040
 class PromptMemory:
     "VPTTA's memory bank: (low-frequency amplitude key, prompt) pairs, FIFO, softmax(cos/τ)-weighted top-k retrieval."
     def __init__(self, size:int=40, # capacity (VPTTA: 40; its dict holds one more)
@@ -48,7 +50,8 @@ class PromptMemory:
                  temperature:float=0.2, # τ of the softmax over cosine similarities
                 ):
         if not (isinstance(size, int) and isinstance(neighbors, int) and 1 <= neighbors <= size):
-            raise ValueError(f"memory size and neighbors must be ints with 1 <= neighbors <= size, got {size!r}, {neighbors!r}")
+            raise ValueError(f"memory size and neighbors must be ints with 1 <= neighbors <= size, got {size!r}, "
+                             f"{neighbors!r}")
         self.size, self.neighbors, self.temperature = size, neighbors, temperature
         self.keys, self.prompts = [], []
 
@@ -60,7 +63,7 @@ class PromptMemory:
         if len(self.keys) > self.size: self.keys.pop(0); self.prompts.pop(0)
 
     def retrieve(self, key:torch.Tensor) -> torch.Tensor|None:
-        "The softmax(cos/τ)-weighted average prompt of the `neighbors` nearest keys, or None while the bank is too small."
+        "The softmax(cos/τ)-weighted mean prompt of the `neighbors` nearest keys; None while the bank is too small."
         if len(self) < self.neighbors: return None
         keys = torch.stack(self.keys)
         sim = F.cosine_similarity(keys, key.detach().flatten().float().cpu()[None], dim=1)
@@ -76,14 +79,15 @@ def _cnm_blocks(model:nn.Module) -> list:
 
 @torch.no_grad()
 def record_cnm_stats(model:nn.Module, # a CNM-UNet (any model holding a continuous CNMBlock)
-                     data, # source images: a tensor (N, C, *S), a SegDataset, or an iterable of (images, labels) batches
+                     data, # source images: a tensor (N, C, *S), a SegDataset, or (images, labels) batches
                      batch_size:int=8, # images per forward pass
                      fresh:bool=True, # drop the existing record first
                     ) -> nn.Module:
     "Recompute the CNM-Blocks' record of f statistics (DUSE Eq. 3, momentum m) on source `data`, in eval mode."
     blocks = _cnm_blocks(model)
     if not blocks:
-        raise ValueError(f"record_cnm_stats needs a model with a continuous CNMBlock (CNM-UNet), got {type(model).__name__}")
+        raise ValueError(f"record_cnm_stats needs a model with a continuous CNMBlock (CNM-UNet), "
+                         f"got {type(model).__name__}")
     was_training = model.training; model.eval()
     dev = next(model.parameters()).device
     saved = [(b.f_mean.clone(), b.f_var.clone(), b.f_count.clone()) for b in blocks]
@@ -201,7 +205,8 @@ class DUSE(PromptTTA):
     def _check(self):
         super()._check()
         c = self.cfg
-        if c['moment'] not in MOMENTS: raise ValueError(f"duse moment must be one of {', '.join(MOMENTS)}, got {c['moment']!r}")
+        if c['moment'] not in MOMENTS:
+            raise ValueError(f"duse moment must be one of {', '.join(MOMENTS)}, got {c['moment']!r}")
         if c['optimizer_state'] not in ('persist', 'fresh'):
             raise ValueError(f"duse optimizer_state must be 'persist' or 'fresh', got {c['optimizer_state']!r}")
         self.blocks = _cnm_blocks(self.model)

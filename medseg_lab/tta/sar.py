@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import torch
 import torch.nn as nn
+from fastcore.basics import patch
 
 from . import _logits
 from .adapters import (Adapter, _require_bn, _affine_params, _batch_forward, _patched_bn, image_entropy,
@@ -37,46 +38,51 @@ class SAR(Adapter):
         _check_common(self)
         c = self.cfg
         if not c['rho'] >= 0: raise ValueError(f"sar rho must be >= 0, got {c['rho']!r}")
-        if not c['e_margin'] > 0: raise ValueError(f"sar e_margin must be > 0 (E0 = e_margin · ln C), got {c['e_margin']!r}")
+        if not c['e_margin'] > 0:
+            raise ValueError(f"sar e_margin must be > 0 (E0 = e_margin · ln C), got {c['e_margin']!r}")
         self.n_recoveries, self.n_seen, self.n_selected = 0, 0, 0     # counts over the adapter's life (not reset)
 
     def _init_state(self):
         self.opt = _make_optimizer(self.params, self.cfg)
         self.loss_ema = None
 
-    def _recover(self):
-        "Model recovery: the source weights and a fresh optimiser; the loss average starts again."
-        self._restore_model()
-        self.opt, self.loss_ema = _make_optimizer(self.params, self.cfg), None
-        self.n_recoveries += 1
+# %% ../../nbs/20c_tta.sar.ipynb #c2e0a030
+@patch
+def _recover(self:SAR):
+    "Model recovery: the source weights and a fresh optimiser; the loss average starts again."
+    self._restore_model()
+    self.opt, self.loss_ema = _make_optimizer(self.params, self.cfg), None
+    self.n_recoveries += 1
 
-    def _sam_step(self, x:torch.Tensor, keep:torch.Tensor, loss:torch.Tensor, e0:float):
-        "Gradient at θ + ε̂ on the images still reliable there, step from θ; returns the second loss (or None)."
-        eps = sam_perturbation(_grad(loss, self.params), self.cfg['rho'])
-        with torch.no_grad():
-            for p, e in zip(self.params, eps): p.add_(e)
-        ent2 = image_entropy(_logits(self.model(x)))[keep]
-        keep2 = ent2.detach() < e0
-        grads = _grad(ent2[keep2].mean(), self.params) if keep2.any() else None
-        with torch.no_grad():
-            for p, e in zip(self.params, eps): p.sub_(e)
-        if grads is None: return None
-        _apply(self.opt, self.params, grads)
-        return float(ent2[keep2].mean().detach())
+@patch
+def _sam_step(self:SAR, x:torch.Tensor, keep:torch.Tensor, loss:torch.Tensor, e0:float):
+    "Gradient at θ + ε̂ on the images still reliable there, step from θ; returns the second loss (or None)."
+    eps = sam_perturbation(_grad(loss, self.params), self.cfg['rho'])
+    with torch.no_grad():
+        for p, e in zip(self.params, eps): p.add_(e)
+    ent2 = image_entropy(_logits(self.model(x)))[keep]
+    keep2 = ent2.detach() < e0
+    grads = _grad(ent2[keep2].mean(), self.params) if keep2.any() else None
+    with torch.no_grad():
+        for p, e in zip(self.params, eps): p.sub_(e)
+    if grads is None: return None
+    _apply(self.opt, self.params, grads)
+    return float(ent2[keep2].mean().detach())
 
-    def _adapt(self, x):
-        c = self.cfg
-        for p in self.params: p.requires_grad_(True)
-        with _patched_bn(self.bn, _batch_forward), torch.enable_grad():
-            logits = _logits(self.model(x))
-            ent = image_entropy(logits)
-            e0 = c['e_margin'] * math.log(_num_classes(logits))
-            keep = ent.detach() < e0
-            self.n_seen += len(x); self.n_selected += int(keep.sum())
-            if keep.any():
-                loss2 = self._sam_step(x, keep, ent[keep].mean(), e0)
-                if loss2 is not None:
-                    m = c['loss_momentum']
-                    self.loss_ema = loss2 if self.loss_ema is None else m * self.loss_ema + (1 - m) * loss2
-                if self.loss_ema is not None and self.loss_ema < c['reset_constant']: self._recover()
-        return logits.detach()
+@patch
+def _adapt(self:SAR, x):
+    c = self.cfg
+    for p in self.params: p.requires_grad_(True)
+    with _patched_bn(self.bn, _batch_forward), torch.enable_grad():
+        logits = _logits(self.model(x))
+        ent = image_entropy(logits)
+        e0 = c['e_margin'] * math.log(_num_classes(logits))
+        keep = ent.detach() < e0
+        self.n_seen += len(x); self.n_selected += int(keep.sum())
+        if keep.any():
+            loss2 = self._sam_step(x, keep, ent[keep].mean(), e0)
+            if loss2 is not None:
+                m = c['loss_momentum']
+                self.loss_ema = loss2 if self.loss_ema is None else m * self.loss_ema + (1 - m) * loss2
+            if self.loss_ema is not None and self.loss_ema < c['reset_constant']: self._recover()
+    return logits.detach()
