@@ -101,8 +101,9 @@ class CoTTA(Adapter):
         self.t_params = [p for _, p in _floating_params(self.teacher)]
         self.threshold = float(c['threshold'])
         if c['source_images'] is not None:
-            conf = torch.cat([_confidence(self.anchor, self.a_bn, x) for x in _images(c['source_images'], 8)])
-            if len(conf) == 0: raise ValueError("cotta: no images in source_images")
+            conf = [_confidence(self.anchor, self.a_bn, x) for x in _images(c['source_images'], 8)]
+            if not conf: raise ValueError("cotta: source_images holds no images; pass source-like images (N >= 1)")
+            conf = torch.cat(conf)
             self.threshold = float(torch.quantile(conf, c['confidence_quantile']))
         self.n_augmented = 0                                    # over the adapter's life (not reset)
 
