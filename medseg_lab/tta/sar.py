@@ -46,6 +46,11 @@ class SAR(Adapter):
         self.opt = _make_optimizer(self.params, self.cfg)
         self.loss_ema = None
 
+    @property
+    def selected_fraction(self) -> float:
+        "Fraction of the images seen that were reliable (entropy below E0) and entered the first loss."
+        return self.n_selected / max(self.n_seen, 1)
+
 # %% ../../nbs/20c_tta.sar.ipynb #c2e0a030
 @patch
 def _recover(self:SAR):
