@@ -26,7 +26,7 @@ DATA ?= mni152_tissue
 BUDGET ?= 210
 ZOO_BUDGET ?= 420
 
-.PHONY: all setup run train-eval zoo test lab export docs readme check-export nbtest pytest clean
+.PHONY: all setup run train-eval zoo test lab export docs readme check-export nbtest pytest execute stale reproduce time-commands clean
 
 all: test
 
@@ -98,11 +98,55 @@ check-export: $(READY)
 	  sed "s#$$tmp/##g" "$$tmp"/diff.txt; exit 1; \
 	else echo "check-export: medseg_lab/ equals nbdev_export of nbs/"; fi
 
+# nbdev_test and pytest read the bundled data from caches of their own inside the checkout, made fresh on every run
+# (never the user's ~/.cache/medseg_lab, whose entries may come from older code). CI must build the compiled CPU kernel:
+# MEDSEG_LAB_NO_CPU_KERNEL (the explicit opt-out) is refused when CI is set.
+TEST_CACHE := $(CURDIR)/.cache/test
+define no_kernel_optout
+	@if [ -n "$$CI" ] && [ -n "$$MEDSEG_LAB_NO_CPU_KERNEL" ] && [ "$$MEDSEG_LAB_NO_CPU_KERNEL" != 0 ]; then \
+	  echo "CI must test the compiled CPU kernel: unset MEDSEG_LAB_NO_CPU_KERNEL"; exit 1; fi
+endef
+
+## nbtest: every notebook (library, demos/, experiments/ with their parameters-cell defaults), slow/gpu/gui cells left out
 nbtest: $(READY)
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing --skip_folder_re '^([_.]|experiments$$)'
+	$(no_kernel_optout)
+	rm -rf $(TEST_CACHE)/nbtest && mkdir -p $(TEST_CACHE)/nbtest
+	MEDSEG_LAB_CACHE=$(TEST_CACHE)/nbtest OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+	  $(BIN)/nbdev_test --n_workers 2 --timing --skip_folder_re '^[_.]'
 
 pytest: $(READY) $(SYSDEPS)
-	$(BIN)/pytest tests -q -p no:cacheprovider -p no:napari
+	$(no_kernel_optout)
+	rm -rf $(TEST_CACHE)/pytest && mkdir -p $(TEST_CACHE)/pytest
+	MEDSEG_LAB_TEST_CACHE=$(TEST_CACHE)/pytest $(BIN)/pytest tests -q -p no:cacheprovider -p no:napari
+
+## execute: run the notebooks in their CI setting (slow/gpu cells left out, napari cells under Xvfb) and write them back
+## WITH outputs and the hash of their code (tests/test_notebooks.py checks it); NB="nbs/10_unet.ipynb nbs/demos" for a
+## subset, JOBS=2 notebooks at a time. Commit the notebooks afterwards.
+NB ?=
+JOBS ?= 2
+execute: $(READY) $(SYSDEPS)
+	$(PY) scripts/nbexec.py --jobs $(JOBS) $(NB)
+
+## stale: which notebooks' outputs are stale (code changed since `make execute`) or were never executed
+stale: $(READY)
+	$(PY) scripts/nbexec.py --check $(NB)
+
+## reproduce NB=nbs/demos/<name>.ipynb: rerun a notebook's slow setting (its `#| slow` cells; FLAGS="slow gpu" on a GPU
+## machine), which rewrites its results file nbs/results/<name>.json via save_results (an executed copy of that run lands
+## in runs/reproduce/), then re-execute it in its CI setting so that its tables show the new results. PARAMS="name=value
+## ..." overrides an experiment's parameters cell for that run (its real setting), e.g. PARAMS="total_budget_s=1200".
+FLAGS ?= slow
+PARAMS ?=
+reproduce: $(READY) $(SYSDEPS)
+	@[ -n "$(NB)" ] || { echo "usage: make reproduce NB=nbs/demos/<notebook>.ipynb"; exit 1; }
+	@for nb in $(NB); do [ -f "$$nb" ] || { echo "no notebook $$nb"; exit 1; }; done
+	mkdir -p .cache && touch $(CURDIR)/.cache/reproduce-start
+	$(PY) scripts/nbexec.py --jobs 1 --timeout 0 --flags "$(FLAGS)" --out runs/reproduce $(foreach p,$(PARAMS),-p '$(p)') $(NB)
+	@for nb in $(NB); do r=nbs/results/$$(basename $$nb .ipynb).json; \
+	  if [ "$$r" -nt $(CURDIR)/.cache/reproduce-start ]; then echo "rewrote $$r"; \
+	  else echo "WARNING: $$nb wrote no results file $$r (does its slow setting end with save_results?)"; fi; done
+	rm -f $(CURDIR)/.cache/reproduce-start
+	$(PY) scripts/nbexec.py --jobs $(JOBS) $(NB)
 
 ## export: notebooks -> medseg_lab/ (then clean the notebooks' metadata)
 export: $(READY)
@@ -114,13 +158,15 @@ readme: $(READY)
 	$(BIN)/jupyter nbconvert --to markdown --no-input nbs/index.ipynb --output-dir . --output README
 	@echo "README.md regenerated from nbs/index.ipynb"
 
-## docs: the executed notebooks rendered to a static HTML site in _docs/ (Quarto cannot be installed offline);
-## NB=... builds a subset, e.g. make docs NB="nbs/index.ipynb nbs/10_unet.ipynb"; DOCS_WORKERS=2 runs two at a time
-NB ?=
-DOCS_WORKERS ?= 1
-docs: $(READY) $(SYSDEPS) readme
-	$(PY) scripts/build_docs.py --out _docs --workers $(DOCS_WORKERS) $(NB)
-	@echo "Docs written to _docs/ (open _docs/index.html)"
+## time-commands: time `make setup`, `make test` and `make run` on a fresh clone of HEAD (about an hour); writes
+## nbs/results/index.json, from which the README's run-time table is rendered (then: make execute NB=nbs/index.ipynb readme)
+time-commands: $(READY)
+	$(PY) scripts/time_commands.py
+
+## docs: the site in _docs/ (Sphinx + myst-nb + sphinx-book-theme): the committed, executed notebooks as they are (no
+## execution here: `make execute` first), API pages from the docstrings, search; open _docs/index.html
+docs: $(READY)
+	$(PY) scripts/docs.py --out _docs --src _proc/docs
 
 ## lab: JupyterLab on the notebooks with the project kernel (LAB_ARGS="--ip=0.0.0.0 --no-browser" etc. pass through)
 LAB_ARGS ?=
@@ -129,4 +175,4 @@ lab: $(READY) $(SYSDEPS)
 	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 clean:
-	rm -rf _docs _proc
+	rm -rf _docs _proc .cache/test

@@ -20,6 +20,10 @@ min_python = cfg['min_python']
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 cuda_requirements = shlex.split(cfg.get('cuda_requirements', ''))
+# `pip install medseg_lab[dask]` / `[slurm]`: the engines run_sweep(executor=...) can use (imported lazily; the tests
+# run sweeps through both, so dev installs them too)
+dask_requirements = shlex.split(cfg.get('dask_requirements', ''))
+slurm_requirements = shlex.split(cfg.get('slurm_requirements', ''))
 # `pip install medseg_lab[gui]`: the napari viewer of medseg_lab.viz (also part of dev, so `make test` exercises it).
 # Read from settings.ini's gui_requirements when present, else taken from dev_requirements by name.
 _gui_names = ('napari', 'pyside6-essentials', 'kaleido')
@@ -39,7 +43,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'cuda': cuda_requirements, 'gui': gui_requirements},
+    extras_require={'dev': dev_requirements + dask_requirements + slurm_requirements, 'cuda': cuda_requirements,
+                    'gui': gui_requirements, 'dask': dask_requirements, 'slurm': slurm_requirements},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read() if __import__('os').path.exists('README.md') else cfg['description'],
     long_description_content_type='text/markdown',

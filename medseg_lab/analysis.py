@@ -18,11 +18,13 @@ __all__ = ['singular_spectrum', 'channel_redundancy', 'redundancy_bounds', 'resi
 
 # %% ../nbs/41_analysis.ipynb #ace14a58
 def _check_features(f, name:str='features') -> torch.Tensor:
-    if not isinstance(f, torch.Tensor): raise TypeError(f"{name} must be a tensor (B, C, *spatial), got {type(f).__name__}")
+    if not isinstance(f, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor (B, C, *spatial), got {type(f).__name__}")
     if f.ndim not in (3, 4, 5):
         raise ValueError(f"{name} must be (B, C, L), (B, C, H, W) or (B, C, D, H, W), got shape {tuple(f.shape)}")
     if not torch.is_floating_point(f): raise ValueError(f"{name} must be floating point, got {f.dtype}")
-    if f.shape[1] < 1 or f[0, 0].numel() < 1: raise ValueError(f"{name} has no channels or no positions: {tuple(f.shape)}")
+    if f.shape[1] < 1 or f[0, 0].numel() < 1:
+        raise ValueError(f"{name} has no channels or no positions: {tuple(f.shape)}")
     return f.detach().flatten(2).double()
 
 def singular_spectrum(features:torch.Tensor, # (B, C, *spatial) one stage, 2D or 3D
@@ -68,7 +70,8 @@ def redundancy_bounds(channels:int, # C
                       positions:int, # N = H·W (or D·H·W)
                      ) -> tuple[float, float]:
     "`(lowest, highest)` possible `channel_redundancy` for C live channels over N positions: (1/√C, √(min(C, N)/C))."
-    if channels < 1 or positions < 1: raise ValueError(f"channels and positions must be >= 1, got {channels}, {positions}")
+    if channels < 1 or positions < 1:
+        raise ValueError(f"channels and positions must be >= 1, got {channels}, {positions}")
     return 1 / math.sqrt(channels), math.sqrt(min(channels, positions) / channels)
 
 # %% ../nbs/41_analysis.ipynb #80398adc
@@ -78,13 +81,16 @@ def resize_mask(mask:torch.Tensor, # (B, *spatial) labels / bool, or (B, 1, *spa
                 threshold:float=0.5, # a cell is foreground when at least this fraction of it is
                ) -> torch.Tensor:
     "Binary foreground mask `(B, *size)` on a feature grid: area-average the full-resolution mask, then threshold."
-    if not isinstance(mask, torch.Tensor): raise TypeError(f"mask must be a tensor (B, *spatial), got {type(mask).__name__}")
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a tensor (B, *spatial), got {type(mask).__name__}")
     size = tuple(int(s) for s in size)
     if mask.ndim == len(size) + 2 and mask.shape[1] == 1: mask = mask[:, 0]
     if mask.ndim != len(size) + 1:
-        raise ValueError(f"mask must be (B, *spatial) with {len(size)} spatial axes to match the features, got {tuple(mask.shape)}")
+        raise ValueError(f"mask must be (B, *spatial) with {len(size)} spatial axes to match the features, "
+                         f"got {tuple(mask.shape)}")
     fg = mask > 0 if foreground is None else torch.isin(mask, torch.as_tensor(list(foreground), device=mask.device))
-    frac = F.adaptive_avg_pool2d(fg[:, None].float(), size) if len(size) == 2 else F.adaptive_avg_pool3d(fg[:, None].float(), size)
+    pool = F.adaptive_avg_pool2d if len(size) == 2 else F.adaptive_avg_pool3d
+    frac = pool(fg[:, None].float(), size)
     return frac[:, 0] >= threshold
 
 def _top_eig(m:torch.Tensor) -> torch.Tensor:
@@ -102,7 +108,8 @@ def fg_bg_eigen_ratio(features, # a stage (B, C, *spatial), a list of stages or 
     out = {}
     for k, f in items:
         m = _check_features(f)
-        if mask.shape[0] != f.shape[0]: raise ValueError(f"mask has {mask.shape[0]} images but the features {f.shape[0]}")
+        if mask.shape[0] != f.shape[0]:
+            raise ValueError(f"mask has {mask.shape[0]} images but the features {f.shape[0]}")
         fg = resize_mask(mask, f.shape[2:], foreground).flatten(1)
         vals = []
         for b in range(f.shape[0]):
@@ -141,6 +148,7 @@ def _common_prefix(names:Sequence[str]) -> str:
         common.append(p[0])
     return '.'.join(common)
 
+# %% ../nbs/41_analysis.ipynb #b71e45d2
 def stage_features(model:nn.Module, # any segmentation model taking (B, C, *spatial)
                    x:torch.Tensor, # its input; use a non-square size
                    eval_mode:bool=True, # run in eval mode (BatchNorm running stats, no dropout), restored afterwards
@@ -191,7 +199,8 @@ def feature_report(model:nn.Module, # a segmentation model
     for name, f in stage_features(model, x).items():
         C, N = f.shape[1], math.prod(f.shape[2:])
         lo, hi = redundancy_bounds(C, N)
-        rows.append(dict(stage=name, level=f.level, module=f.stage_module, channels=C, grid='×'.join(map(str, f.shape[2:])),
+        rows.append(dict(stage=name, level=f.level, module=f.stage_module, channels=C,
+                         grid='×'.join(map(str, f.shape[2:])),
                          redundancy=channel_redundancy(f), redundancy_min=lo, redundancy_max=hi,
                          eigen_ratio=fg_bg_eigen_ratio(f, mask, foreground)))
     return rows

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #f48ea300
 from __future__ import annotations
-import os, random, tempfile, datetime as _dt
+import os, random, secrets, datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -15,7 +15,7 @@ import torch.nn as nn
 __all__ = ['POOLS', 'NORMS', 'ACTS', 'get_conv', 'get_conv_transpose', 'get_dropout', 'get_pool', 'interp_mode',
            'ChannelLayerNorm', 'get_norm', 'get_act', 'check_input', 'pad_to_divisor', 'crop_spatial', 'prepare_input',
            'SegOutput', 'SegDataset', 'seed_everything', 'get_device', 'atomic_save', 'atomic_write_text',
-           'unique_run_dir']
+           'clean_temp_files', 'unique_run_dir']
 
 # %% ../nbs/00_core.ipynb #39783eee
 def _check_dims(spatial_dims):
@@ -201,9 +201,20 @@ def get_device(device:str|torch.device|None=None) -> torch.device:
     return device
 
 # %% ../nbs/00_core.ipynb #f8a0c0ea
+def _temp_name(path:Path) -> Path: return path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+
+def _fsync_dir(folder):
+    "Make a rename in `folder` durable (POSIX; a no-op where directories cannot be opened)."
+    try: fd = os.open(folder, os.O_RDONLY)
+    except OSError: return
+    try: os.fsync(fd)
+    except OSError: pass
+    finally: os.close(fd)
+
 def _atomic(path, write):
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
+    tmp = _temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)  # umask applies
     try:
         with os.fdopen(fd, 'wb') as f:
             write(f); f.flush(); os.fsync(f.fileno())
@@ -211,6 +222,7 @@ def _atomic(path, write):
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
     return path
 
 def atomic_save(obj, path) -> Path:
@@ -220,6 +232,13 @@ def atomic_save(obj, path) -> Path:
 def atomic_write_text(path, text:str) -> Path:
     "Write `text` to `path` (UTF-8) through a temporary file and an atomic rename."
     return _atomic(path, lambda f: f.write(text.encode('utf-8')))
+
+def clean_temp_files(folder, # a folder medseg_lab writes into (a run folder, a cache)
+                    ) -> list:
+    "Delete the temporary files of atomic writes that never finished (a killed process); returns their paths."
+    gone = [p for p in Path(folder).glob('.*.tmp') if p.is_file()]
+    for p in gone: p.unlink(missing_ok=True)
+    return gone
 
 def unique_run_dir(root, name:str) -> Path:
     "Create and return a new `root/<name>-<UTC timestamp>` folder; never reuses an existing one."

@@ -115,3 +115,121 @@ def test_init_checkpoint_loads_local_weights_or_names_the_keys(tmp_path):
 
 def test_unknown_training_preset_lists_the_valid_ones():
     with pytest.raises(ValueError, match='mmunet-paper'): TrainConfig.from_preset('nnunet-3d')
+
+
+# ---- run folders under faults: kill -9 at every write, concurrent resumes, permissions, failed runs ----
+import json, os, signal, stat, subprocess, sys, time
+from medseg_lab.train import run_status
+
+_KILL_AT_WRITE = r'''
+import json, os, signal, sys
+n = int(sys.argv[1])
+real_replace, count = os.replace, [0]
+def replace(src, dst):
+    if count[0] == n:   # the temporary file is complete, the rename has not happened: die without any clean-up
+        os.kill(os.getpid(), signal.SIGKILL)
+    count[0] += 1
+    return real_replace(src, dst)
+os.replace = replace
+from medseg_lab.train import TrainConfig, train
+train(TrainConfig.from_dict(json.loads(sys.argv[2])))
+'''
+
+
+def _fault_cfg(tmp_path, **kw):
+    return _cfg(tmp_path, **{'epochs': 2, 'iters_per_epoch': 2, 'name': 'fault', 'eval_metrics': ['dice', 'hd95'], **kw})
+
+
+def _without_time(history):
+    return history.drop(columns=['time']).reset_index(drop=True)
+
+
+def _same_run(res, ref):
+    "History (all but wall time), weights of both checkpoints, best epoch and test metrics identical."
+    pd.testing.assert_frame_equal(_without_time(res.history), _without_time(ref.history))
+    pd.testing.assert_frame_equal(_without_time(pd.read_csv(res.run_dir / 'history.csv')),
+                                  _without_time(pd.read_csv(ref.run_dir / 'history.csv')))
+    for name in ('checkpoint.pt', 'best.pt'):
+        a, b = (torch.load(r.run_dir / name, weights_only=True) for r in (res, ref))
+        assert a['epoch'] == b['epoch'] and a['best_epoch'] == b['best_epoch'], name
+        assert a['model'].keys() == b['model'].keys() and all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    for k in ('test', 'best_epoch', 'best_val_dice_mean', 'epochs_completed', 'stopped', 'params'):
+        assert res.metrics[k] == ref.metrics[k], k
+
+
+def test_kill_at_every_write_then_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    """SIGKILL just before each rename of a run (status, config, each epoch's checkpoint/best/history/status,
+    metrics), i.e. at every boundary between two writes with the next one's temporary file left behind; then
+    `train(resume=folder)` ends with the same history, weights and metrics as a run that was never interrupted."""
+    real_replace, writes = os.replace, []
+    def counting(src, dst): writes.append(os.path.basename(dst)); return real_replace(src, dst)
+    monkeypatch.setattr(os, 'replace', counting)
+    ref = train(_fault_cfg(tmp_path / 'ref'))
+    monkeypatch.undo()
+    assert writes[:2] == ['status.json', 'config.json'] and writes[-2:] == ['metrics.json', 'status.json']
+    assert {'checkpoint.pt', 'best.pt', 'history.csv'} <= set(writes)
+    for n, target in enumerate(writes):
+        cfg = _fault_cfg(tmp_path / f'kill{n}')
+        child = subprocess.run([sys.executable, '-c', _KILL_AT_WRITE, str(n), json.dumps(cfg.to_dict())],
+                               capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+        assert child.returncode == -signal.SIGKILL, (n, target, child.stderr[-2000:])
+        (folder,) = (tmp_path / f'kill{n}').iterdir()
+        assert any(p.name.startswith(f'.{target}.') and p.name.endswith('.tmp') for p in folder.iterdir()), n
+        assert run_status(folder)['state'] == 'interrupted', n          # its process died while 'running'
+        res = train(cfg, resume=folder)
+        _same_run(res, ref)
+        assert not [p.name for p in folder.iterdir() if p.name.endswith('.tmp')], n   # leftovers cleaned
+        assert run_status(folder)['state'] == 'finished'
+
+
+def test_two_resumes_of_one_folder_cannot_both_run(tmp_path):
+    "A second train(resume=...) while one is running fails at once and names the holder; the holder is unaffected."
+    cfg = _fault_cfg(tmp_path, epochs=3)
+    first = train(cfg, callback=lambda epoch, row: True)            # one epoch, then stop
+    code = ("import json, sys, time; from medseg_lab.train import TrainConfig, train\n"
+            "train(TrainConfig.from_dict(json.loads(sys.argv[1])), resume=sys.argv[2],"
+            " callback=lambda e, r: time.sleep(60))")
+    child = subprocess.Popen([sys.executable, '-c', code, json.dumps(cfg.to_dict()), str(first.run_dir)],
+                             env=dict(os.environ, OMP_NUM_THREADS='1'))
+    try:
+        for _ in range(600):                                          # until the child holds the folder
+            st = run_status(first.run_dir)
+            if st['state'] == 'running' and st.get('pid') == child.pid: break
+            time.sleep(0.1)
+        else: raise AssertionError(f"the child never started: {st}")
+        with pytest.raises(RuntimeError, match=rf"is in use by another train\(\) \(pid {child.pid} on"):
+            train(cfg, resume=first.run_dir)
+    finally:
+        child.kill(); child.wait()
+    assert run_status(first.run_dir)['state'] == 'interrupted'      # killed inside its session
+    done = train(cfg, resume=first.run_dir)                          # the lock died with it
+    assert list(done.history.epoch) == [1, 2, 3] and run_status(first.run_dir)['state'] == 'finished'
+
+
+def test_run_files_honour_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try: res = train(_cfg(tmp_path))
+    finally: os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in res.run_dir.iterdir()}
+    assert set(modes.values()) == {0o640}, modes                    # group-readable, as open() would make them
+
+
+def test_a_failed_train_marks_its_folder_failed(tmp_path):
+    def broken_callback(epoch, row): raise KeyError('plotting failed')
+    with pytest.raises(KeyError, match='plotting failed'): train(_cfg(tmp_path), callback=broken_callback)
+    (folder,) = tmp_path.iterdir()
+    st = run_status(folder)
+    assert st['state'] == 'failed' and st['error'] == "KeyError: 'plotting failed'" and st['epoch'] == 1
+    assert not (folder / 'metrics.json').exists()
+
+
+def test_resume_refuses_to_start_over_on_top_of_results(tmp_path):
+    res = train(_cfg(tmp_path, epochs=2), callback=lambda e, r: True)
+    (res.run_dir / 'checkpoint.pt').unlink()
+    with pytest.raises(FileNotFoundError, match='checkpoint.pt is missing but best.pt, history.csv, metrics.json exist, and starting over would replace them'):
+        train(_cfg(tmp_path, epochs=2), resume=res.run_dir)
+    (res.run_dir / 'best.pt').write_bytes(b'')
+    torch.save({'not': 'a checkpoint'}, res.run_dir / 'checkpoint.pt')
+    (res.run_dir / 'checkpoint.pt').write_bytes((res.run_dir / 'checkpoint.pt').read_bytes()[:20])
+    with pytest.raises(ValueError, match=r"checkpoint.pt cannot be read: it is truncated or corrupt .*best.pt may still load"):
+        train(_cfg(tmp_path, epochs=2), resume=res.run_dir)

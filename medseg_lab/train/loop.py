@@ -4,16 +4,18 @@
 
 # %% ../../nbs/30b_train.loop.ipynb #edf80cb4
 from __future__ import annotations
-import importlib.util, json, math, os, platform, random, sys, time
-from dataclasses import dataclass
+import importlib.util, json, math, os, platform, random, sys, time, warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 from ..core import (SegOutput, seed_everything, get_device, atomic_save, atomic_write_text,
-                             unique_run_dir, check_input)
+                             unique_run_dir, check_input, clean_temp_files)
 from . import (TrainConfig, DISTILL_MODES, _one_of, make_optimizer, make_scheduler, make_loss)
 from .evaluation import evaluate, _forward, _labels_from_logits
+from .folders import (STATUS_FILE, run_status, _FolderLock, _write_status, _now, _load_ckpt,
+                                      _why_unreadable, _read_config, _history_rows, _repair)
 
 # %% auto #0
 __all__ = ['RunResult', 'build_data', 'make_augmentation', 'build_model_for', 'distill_mode', 'load_weights', 'dist_context',
@@ -22,7 +24,8 @@ __all__ = ['RunResult', 'build_data', 'make_augmentation', 'build_model_for', 'd
 # %% ../../nbs/30b_train.loop.ipynb #3214f827
 def _epoch_generator(seed:int, epoch:int, stream:int) -> torch.Generator:
     "A torch.Generator seeded from (seed, epoch, stream) alone: 0 = data order, 1 = augmentation and patches."
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed), int(epoch), int(stream)]).generate_state(1)[0]))
+    state = np.random.SeedSequence([int(seed), int(epoch), int(stream)]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
 
 def _epoch_order(n:int, batch_size:int, iters:int, seed:int, epoch:int) -> list:
     "Index batches for one epoch: a function of (seed, epoch) alone, so resumed runs see the same order."
@@ -44,7 +47,8 @@ def _set_rng_state(s:dict):
     "Restore what `_rng_state` captured."
     v, state, gauss = s['python']; random.setstate((v, tuple(state), gauss))
     torch.set_rng_state(s['torch'])
-    n = s['numpy']; np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['cached']))
+    n = s['numpy']
+    np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['cached']))
     if 'cuda' in s and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
 
 # %% ../../nbs/30b_train.loop.ipynb #0403bbc7
@@ -65,7 +69,8 @@ class RunResult:
 def _versions() -> dict:
     import medseg_lab
     return dict(python=platform.python_version(), platform=platform.platform(), torch=torch.__version__,
-                numpy=np.__version__, pandas=pd.__version__, medseg_lab=getattr(medseg_lab, '__version__', 'unknown'))
+                numpy=np.__version__, pandas=pd.__version__,
+                medseg_lab=getattr(medseg_lab, '__version__', 'unknown'))
 
 from ..results import _jsonable   # NaN/Inf -> null, numpy/torch -> Python, recursively
 
@@ -78,7 +83,8 @@ def build_data(cfg:TrainConfig) -> dict:
     fn, kw = getattr(D, cfg.data), dict(cfg.data_kwargs)
     if cfg.data == 'phantom':   # no splits: different draws for train / val / test
         base = kw.pop('seed', 0)
-        out = {s: fn(spatial_dims=cfg.spatial_dims, seed=base + k, **kw) for k, s in enumerate(('train', 'val', 'test'))}
+        out = {s: fn(spatial_dims=cfg.spatial_dims, seed=base + k, **kw)
+               for k, s in enumerate(('train', 'val', 'test'))}
     else: out = {s: fn(spatial_dims=cfg.spatial_dims, split=s, **kw) for s in ('train', 'val', 'test')}
     for s, ds in out.items():
         if ds.spatial_dims != cfg.spatial_dims:
@@ -90,35 +96,44 @@ def make_augmentation(spatial_dims:int=2, # 2 or 3
                      ):
     "Training augmentation: random flips, 90° rotations (in-plane) and a small affine, as one `Compose`."
     from medseg_lab.data.transforms import Compose, RandomFlip, RandomRot90, RandomAffine
-    return Compose([RandomFlip(), RandomRot90(plane=(0, 1)), RandomAffine(degrees=10, scale=(0.9, 1.1), plane=None if spatial_dims == 2 else (0, 1), p=0.3)])
+    return Compose([RandomFlip(), RandomRot90(plane=(0, 1)),
+                    RandomAffine(degrees=10, scale=(0.9, 1.1), plane=None if spatial_dims == 2 else (0, 1), p=0.3)])
 
+# %% ../../nbs/30b_train.loop.ipynb #f7a9f83e
 def build_model_for(cfg:TrainConfig, data) -> nn.Module:
     "The model of `cfg` with channels matching `data`; `ValueError` on a mismatch."
     from medseg_lab.models import build_model
     kw = dict(cfg.model_kwargs)
     if cfg.loss == 'bcedice' and data.num_classes != 2:
-        raise ValueError(f"loss 'bcedice' is binary (one sigmoid logit) but data {cfg.data!r} has {data.num_classes} classes: use 'cedice'")
+        raise ValueError(f"loss 'bcedice' is binary (one sigmoid logit) but data {cfg.data!r} has "
+                         f"{data.num_classes} classes: use 'cedice'")
     want_out = 1 if cfg.loss == 'bcedice' else data.num_classes
     in_ch, out_ch = kw.pop('in_channels', data.in_channels), kw.pop('out_channels', want_out)
     if in_ch != data.in_channels:
-        raise ValueError(f"data {cfg.data!r} has {data.in_channels} channel(s) but the model is set to in_channels={in_ch}")
+        raise ValueError(f"data {cfg.data!r} has {data.in_channels} channel(s) but the model is set to "
+                         f"in_channels={in_ch}")
     if out_ch != want_out:
-        raise ValueError(f"data {cfg.data!r} with loss {cfg.loss!r} needs out_channels={want_out}, the model is set to {out_ch}")
+        raise ValueError(f"data {cfg.data!r} with loss {cfg.loss!r} needs out_channels={want_out}, "
+                         f"the model is set to {out_ch}")
     if cfg.deep_supervision: kw.setdefault('deep_supervision', True)
     if cfg.distill is not None:
         if _build_accepts(cfg.model, 'distill'):
             if kw.get('distill', cfg.distill) != cfg.distill:
-                raise ValueError(f"distill={cfg.distill!r} contradicts model_kwargs['distill']={kw['distill']!r}: set one of them")
+                raise ValueError(f"distill={cfg.distill!r} contradicts model_kwargs['distill']={kw['distill']!r}: "
+                                 "set one of them")
             kw['distill'] = cfg.distill
         elif cfg.distill != 'none':
-            raise ValueError(f"distill={cfg.distill!r} needs a model with self-distillation features (`model(x, return_aux=True)` "
-                             f"with distillation terms, e.g. 'dsvmunet'); model {cfg.model!r} has none: use distill=None or 'none'")
-    model = build_model(cfg.model, spatial_dims=cfg.spatial_dims, in_channels=in_ch, out_channels=out_ch, preset=cfg.preset, **kw)
+            raise ValueError(f"distill={cfg.distill!r} needs a model with self-distillation features "
+                             "(`model(x, return_aux=True)` with distillation terms, e.g. 'dsvmunet'); "
+                             f"model {cfg.model!r} has none: use distill=None or 'none'")
+    model = build_model(cfg.model, spatial_dims=cfg.spatial_dims, in_channels=in_ch, out_channels=out_ch,
+                        preset=cfg.preset, **kw)
     x = data[0][0][None]
     check_input(x, cfg.spatial_dims, in_ch)
     if cfg.deep_supervision:
         model.eval()
-        with torch.no_grad(): aux = model(x if cfg.patch_size is None else _crop(x, cfg.patch_size), return_aux=True).aux_logits
+        with torch.no_grad():
+            aux = model(x if cfg.patch_size is None else _crop(x, cfg.patch_size), return_aux=True).aux_logits
         if not aux: raise ValueError(f"deep_supervision=True but model {cfg.model!r} returns no auxiliary logits "
                                      "(does it take a `deep_supervision` argument?)")
     return model
@@ -144,7 +159,8 @@ def _state_dict_in(obj, path):
     for k in ('model', 'state_dict', 'model_state_dict', 'net'):
         if isinstance(obj, dict) and isinstance(obj.get(k), dict): obj = obj[k]; break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} holds no state dict (expected name -> tensor, or one under 'model'/'state_dict'/'model_state_dict'/'net')")
+        raise ValueError(f"{path} holds no state dict (expected name -> tensor, or one under "
+                         "'model'/'state_dict'/'model_state_dict'/'net')")
     if all(k.startswith('module.') for k in obj): obj = {k[len('module.'):]: v for k, v in obj.items()}
     return obj
 
@@ -158,32 +174,31 @@ def load_weights(model:nn.Module, # the model to initialise (in place)
                 ) -> dict:
     "Load local weights into `model`; returns `{'loaded', 'missing', 'unexpected', 'mismatched'}` key lists."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"init_checkpoint {path} does not exist (pretrained weights cannot be downloaded here: "
-                                                   "put the file there, or set init_checkpoint=None)")
-    try: obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise ValueError(f"cannot read {path} as a torch checkpoint with weights_only=True: {e}") from e
+    if not path.is_file():
+        raise FileNotFoundError(f"init_checkpoint {path} does not exist (pretrained weights cannot be downloaded "
+                                "here: put the file there, or set init_checkpoint=None)")
+    obj = _load_ckpt(path, advice="Point init_checkpoint at a file written by torch.save of a state dict, "
+                                  "or set init_checkpoint=None")
     sd, own = _state_dict_in(obj, path), model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    mismatched = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    mismatched = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in sd and sd[k].shape != own[k].shape]
     fit = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
     report = dict(loaded=list(fit), missing=missing, unexpected=unexpected, mismatched=mismatched)
-    problems = [f"{n} {what}: {_few(v)}" for n, what, v in ((len(missing), 'model keys missing from the file', missing),
-                (len(unexpected), 'file keys the model does not have', unexpected), (len(mismatched), 'shape mismatches', mismatched)) if v]
+    problems = [f"{len(v)} {what}: {_few(v)}" for what, v in (('model keys missing from the file', missing),
+                ('file keys the model does not have', unexpected), ('shape mismatches', mismatched)) if v]
     if (strict and problems) or not fit:
-        raise ValueError(f"weights in {path} do not fit {type(model).__name__} ({len(fit)} of {len(own)} keys fit): " + '; '.join(problems)
-                         + ('' if not strict else " (init_strict=False loads the keys that fit)"))
+        raise ValueError(f"weights in {path} do not fit {type(model).__name__} ({len(fit)} of {len(own)} keys fit): "
+                         + '; '.join(problems) + ('' if not strict else " (init_strict=False loads the keys that fit)"))
     model.load_state_dict(fit, strict=False)
     return report
 
-# %% ../../nbs/30b_train.loop.ipynb #ddd6bd77
+# %% ../../nbs/30b_train.loop.ipynb #e312a431
 _RESUMABLE = ('epochs', 'time_budget_s', 'device', 'num_threads', 'val_every', 'eval_metrics', 'progress')
 
-def _load_ckpt(path):
-    return torch.load(path, map_location='cpu', weights_only=True)
-
 def _validate(model, data, loss_fn, cfg, device, sliding_window, rank=0, world=1):
-    "Mean validation loss (`loss_fn` on the final logits) and per-class mean Dice (foreground classes); under DDP each rank scores its share and the results are gathered."
+    "Mean validation loss (on the final logits) and per-class mean Dice; under DDP the ranks' shares are gathered."
     from medseg_lab.metrics import dice
     model.eval(); loss_sum, dices = 0.0, []
     mine = list(range(rank, len(data), world))
@@ -214,8 +229,9 @@ def _batch(data, idx, cfg, device, augment=None, generator=None):
     xs, ys = zip(*items)
     return torch.stack(xs).to(device), torch.stack(ys).to(device)
 
+# %% ../../nbs/30b_train.loop.ipynb #3c2f1fb4
 def dist_context(device:torch.device) -> tuple:
-    "`(rank, world_size, device, joined)`: joins torchrun's process group (nccl on CUDA, gloo on CPU) when WORLD_SIZE > 1."
+    "`(rank, world_size, device, joined)`: joins torchrun's process group (nccl / gloo) when WORLD_SIZE > 1."
     import torch.distributed as dist
     world = int(os.environ.get('WORLD_SIZE', '1'))
     joined = False
@@ -223,7 +239,8 @@ def dist_context(device:torch.device) -> tuple:
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo'); joined = True
     if not (dist.is_available() and dist.is_initialized()): return 0, 1, device, False
     if device.type == 'cuda':
-        device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()); torch.cuda.set_device(device)
+        device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
+        torch.cuda.set_device(device)
     return dist.get_rank(), dist.get_world_size(), device, joined
 
 def _bcast(obj, world):
@@ -244,163 +261,331 @@ def _mean_over_ranks(values:torch.Tensor, world:int) -> torch.Tensor:
     import torch.distributed as dist
     values = values.clone(); dist.all_reduce(values); return values / world
 
+# %% ../../nbs/30b_train.loop.ipynb #f516db2f
+class _LossWatch:
+    "Warns once when the recent training loss rises far above its lowest level (an explosion short of NaN)."
+    def __init__(self, factor:float=10.0, # how many times the reference level counts as exploded
+                 window:int=5, # iterations averaged
+                ):
+        self.factor, self.window = factor, window
+        self.recent, self.first, self.low, self.fired = [], None, math.inf, False
+
+    def update(self, loss:float) -> str|None:
+        "Add one iteration's loss; returns a sentence the first time the loss has exploded, else None."
+        self.recent = (self.recent + [float(loss)])[-self.window:]
+        if len(self.recent) < self.window: return None
+        level = sum(self.recent) / self.window
+        if self.first is None: self.first = level
+        self.low = min(self.low, level)
+        ref = max(self.low, self.first / 10)
+        if self.fired or level <= self.factor * ref: return None
+        self.fired = True
+        return (f"the training loss exploded: {level:.4g} over the last {self.window} iterations, "
+                f"{level / ref:.0f}x its lowest level ({self.low:.4g})")
+
+    def state_dict(self) -> dict:
+        "What a checkpoint stores, so a resumed run keeps watching from where it was."
+        return dict(recent=list(self.recent), first=self.first, low=self.low, fired=self.fired)
+
+    def load_state_dict(self, s:dict):
+        self.recent, self.first, self.low, self.fired = list(s['recent']), s['first'], s['low'], s['fired']
+
+# %% ../../nbs/30b_train.loop.ipynb #d9e8263d
+@dataclass
+class _Session:
+    "What one call of `train` works with: the config, this process's place among the ranks, and the built pieces."
+    cfg:TrainConfig; rank:int; world:int; device:torch.device; use_amp:bool; notes:list
+    data:dict=None; model:nn.Module=None; net:nn.Module=None; dmode:str='none'; augment:object=None
+    sliding:dict|None=None; loss_fn:nn.Module=None; val_loss_fn:nn.Module=None; need_aux:bool=False
+    opt:object=None; sched:object=None; scaler:object=None; n_train:int=0; iters:int=1
+    run_dir:Path|None=None; start_epoch:int=0; best:float=-math.inf; best_epoch:int|None=None
+    elapsed:float=0.0; t0:float=0.0; rows:list=field(default_factory=list)
+    watch:_LossWatch=field(default_factory=_LossWatch)
+
+def _prepare(cfg:TrainConfig, rank:int, world:int, device:torch.device, from_scratch:bool) -> _Session:
+    "Seed, then build data, model, losses, optimiser, schedule and AMP scaler for `cfg`; nothing is written."
+    use_amp = cfg.amp and device.type == 'cuda'
+    s = _Session(cfg, rank, world, device, use_amp,
+                 [] if use_amp or not cfg.amp else [f"amp=True ignored on {device.type} (AMP is used only on CUDA)"])
+    if world > 1:
+        backend = 'nccl' if device.type == 'cuda' else 'gloo'
+        s.notes.append(f"DistributedDataParallel over {world} processes ({backend}): batch_size {cfg.batch_size} "
+                       f"per process, global batch {cfg.batch_size * world}")
+    seed_everything(cfg.seed)
+    s.data = build_data(cfg)
+    s.model = build_model_for(cfg, s.data['train']).to(device)
+    s.dmode = distill_mode(s.model)
+    if s.dmode != 'none' and cfg.deep_supervision:
+        raise ValueError(f"deep_supervision and self-distillation (distill={s.dmode!r}) together are not supported: "
+                         "set one of them off")
+    if cfg.init_checkpoint and from_scratch:
+        rep = load_weights(s.model, cfg.init_checkpoint, strict=cfg.init_strict)
+        s.notes.append(f"initialised from {cfg.init_checkpoint}: {len(rep['loaded'])} tensors loaded"
+                       + ''.join(f", {len(rep[k])} {k}" for k in ('missing', 'unexpected', 'mismatched') if rep[k]))
+    s.augment = make_augmentation(cfg.spatial_dims) if cfg.augment else None
+    if cfg.patch_size is not None and cfg.spatial_dims == 3:
+        if importlib.util.find_spec('medseg_lab.tta') is not None:
+            s.sliding = dict(roi_size=tuple(cfg.patch_size), overlap=0.5)
+        else: s.notes.append("medseg_lab.tta is not available: validation and test use whole-volume inference")
+    s.loss_fn, s.val_loss_fn = make_loss(cfg.loss, cfg.deep_supervision).to(device), make_loss(cfg.loss).to(device)
+    if s.dmode != 'none':
+        from medseg_lab.losses import DistillTotalLoss
+        s.loss_fn = DistillTotalLoss(s.loss_fn, cfg.distill_alpha, cfg.distill_beta).to(device)
+    s.need_aux = cfg.deep_supervision or s.dmode != 'none'
+    s.opt = make_optimizer(s.model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
+    s.n_train = len(s.data['train'])
+    s.iters = cfg.iters_per_epoch or max(1, s.n_train // (cfg.batch_size * world))
+    t_max = None if cfg.t_max is None else max(1, round(cfg.t_max * s.iters))
+    s.sched = make_scheduler(s.opt, cfg.schedule, cfg.epochs * s.iters, cfg.warmup, cfg.poly_power, t_max, cfg.eta_min)
+    s.scaler = torch.amp.GradScaler('cuda', enabled=use_amp)
+    return s
+
+# %% ../../nbs/30b_train.loop.ipynb #eb1d4beb
+def _restore(s:_Session, ckpt:dict):
+    "Continue from a checkpoint: weights, optimiser, schedule, scaler, counters, history, loss watch and RNG states."
+    s.model.load_state_dict(ckpt['model']); s.opt.load_state_dict(ckpt['optimizer'])
+    s.sched.load_state_dict(ckpt['scheduler'])
+    if ckpt.get('scaler') and s.use_amp: s.scaler.load_state_dict(ckpt['scaler'])
+    s.start_epoch, s.elapsed = ckpt['epoch'], ckpt['elapsed_s']
+    s.best = ckpt['best_score'] if ckpt['best_score'] is not None else -math.inf
+    s.best_epoch = ckpt['best_epoch']
+    s.rows = _history_rows(s.run_dir, ckpt)
+    if 'loss_watch' in ckpt: s.watch.load_state_dict(ckpt['loss_watch'])
+    _set_rng_state(ckpt['rng'])
+
+def _wrap(s:_Session) -> nn.Module:
+    "The module the loop calls: the model, or DistributedDataParallel around it under torchrun."
+    if s.world == 1: return s.model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    return DDP(s.model, device_ids=[s.device.index] if s.device.type == 'cuda' else None, find_unused_parameters=True)
+
+# %% ../../nbs/30b_train.loop.ipynb #8bc308f5
+def _diverged(s:_Session, epoch:int, it:int, value:float) -> FloatingPointError:
+    "The error for a non-finite loss: where it happened, what was kept, what to change."
+    kept = (f"the last good state (epoch {s.rows[-1]['epoch']}) stays in {s.run_dir / 'checkpoint.pt'} and best.pt"
+            if s.rows else "no epoch had finished, so no checkpoint was written")
+    clip = "set grad_clip (e.g. 12)" if s.cfg.grad_clip is None else f"tighten grad_clip (now {s.cfg.grad_clip})"
+    return FloatingPointError(f"non-finite training loss ({value}) at epoch {epoch + 1}, iteration {it + 1}: training "
+                              f"stopped, and {kept}. Start a new run and lower the learning rate (lr={s.cfg.lr}), "
+                              f"{clip} or add warmup")
+
+def _train_epoch(s:_Session, epoch:int, show:bool) -> tuple:
+    "One epoch (or what the time budget leaves of it): `(history row without validation, stop reason)`."
+    cfg, stopped, total, done, terms_sum, lr_used = s.cfg, 'epochs', 0.0, 0, {}, s.opt.param_groups[0]['lr']
+    s.model.train()
+    batches = [b[s.rank::s.world] for b in _epoch_order(s.n_train, cfg.batch_size * s.world, s.iters, cfg.seed, epoch)]
+    g_aug = _epoch_generator(cfg.seed, epoch, 1 if s.rank == 0 else 1000 + s.rank)
+    ibar = tqdm(batches, desc=f'epoch {epoch + 1}', leave=False, disable=not show)
+    for it, idx in enumerate(ibar):
+        x, y = _batch(s.data['train'], idx, cfg, s.device, s.augment, g_aug)
+        with torch.autocast(s.device.type, dtype=torch.float16, enabled=s.use_amp):
+            out = s.net(x, return_aux=True) if s.need_aux else s.net(x)
+            loss = s.loss_fn(out, y)
+        terms = getattr(out, 'distill', None) if s.dmode != 'none' else {}
+        if s.dmode != 'none' and not terms:
+            raise ValueError(f"distill={s.dmode!r} but model {cfg.model!r} returned no distillation terms from "
+                             "model(x, return_aux=True) in training mode")
+        logged = _mean_over_ranks(torch.tensor([loss.item(), *(float(v.detach()) for v in terms.values())],
+                                               dtype=torch.float64), s.world)
+        value = logged[0].item()
+        if not math.isfinite(value): raise _diverged(s, epoch, it, value)
+        if (alarm := s.watch.update(value)) and s.rank == 0:
+            note = (f"epoch {epoch + 1}, iteration {it + 1}: {alarm} (lr={s.opt.param_groups[0]['lr']:.3g}); lower lr, "
+                    "add warmup or set grad_clip. Training goes on, and stops if the loss becomes NaN/Inf")
+            warnings.warn(note, RuntimeWarning); s.notes.append(note)
+        s.opt.zero_grad(set_to_none=True)
+        s.scaler.scale(loss).backward()
+        if cfg.grad_clip:
+            s.scaler.unscale_(s.opt); nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip)
+        lr_used = s.opt.param_groups[0]['lr']
+        s.scaler.step(s.opt); s.scaler.update(); s.sched.step()
+        total += value; done += 1
+        for k, v in zip(terms, logged[1:].tolist()): terms_sum[k] = terms_sum.get(k, 0.0) + v
+        ibar.set_postfix(loss=f'{value:.4f}')
+        if _any_rank(bool(cfg.time_budget_s) and time.perf_counter() - s.t0 > cfg.time_budget_s, s.world):
+            stopped = 'time_budget'; break
+    ibar.close()
+    if s.world > 1:   # BatchNorm statistics are per process: take rank 0's, so every rank holds the same model
+        import torch.distributed as dist
+        for b in s.model.buffers(): dist.broadcast(b, 0)
+    row = dict(epoch=epoch + 1, iters=done, train_loss=total / done, val_loss=float('nan'))
+    row.update({f'train_{k}': v / done for k, v in terms_sum.items()})
+    return row, stopped, lr_used
+
+# %% ../../nbs/30b_train.loop.ipynb #4154ff5c
+def _end_epoch(s:_Session, epoch:int, row:dict, last:bool, lr_used:float) -> bool:
+    "Validate when due, finish `row` (appended to the history) and return whether validation Dice improved."
+    classes = s.data['val'].class_names[1:]
+    row.update({f'val_dice/{c}': float('nan') for c in classes}); row['val_dice/mean'] = float('nan')
+    if (epoch + 1) % s.cfg.val_every == 0 or last:
+        vl, vd = _validate(s.model, s.data['val'], s.val_loss_fn, s.cfg, s.device, s.sliding, s.rank, s.world)
+        row['val_loss'] = vl; row.update({f'val_dice/{c}': v for c, v in vd.items()})
+        if np.isfinite(list(vd.values())).any(): row['val_dice/mean'] = float(np.nanmean(list(vd.values())))
+    row['lr'], row['time'] = float(lr_used), time.perf_counter() - s.t0
+    improved = math.isfinite(row['val_dice/mean']) and row['val_dice/mean'] > s.best
+    if improved: s.best, s.best_epoch = row['val_dice/mean'], epoch + 1
+    s.rows.append(row)
+    return improved
+
+def _save_epoch(s:_Session, epoch:int, improved:bool):
+    "The epoch's state as one unit: checkpoint.pt (with the history), best.pt when improved, then history.csv, status."
+    state = dict(model=s.model.state_dict(), optimizer=s.opt.state_dict(), scheduler=s.sched.state_dict(),
+                 scaler=s.scaler.state_dict() if s.use_amp else None, epoch=epoch + 1,
+                 epoch_complete=s.rows[-1]['iters'] == s.iters, model_config=dict(s.model.config),
+                 train_config=s.cfg.to_dict(), elapsed_s=s.rows[-1]['time'], seed=s.cfg.seed,
+                 best_score=s.best if math.isfinite(s.best) else None, best_epoch=s.best_epoch,
+                 history=[dict(r) for r in s.rows], loss_watch=s.watch.state_dict(), rng=_rng_state())
+    atomic_save(state, s.run_dir / 'checkpoint.pt')
+    if improved: atomic_save(state, s.run_dir / 'best.pt')
+    atomic_write_text(s.run_dir / 'history.csv', pd.DataFrame(s.rows).to_csv(index=False))
+    _write_status(s.run_dir, 'running', epoch=epoch + 1)
+
+# %% ../../nbs/30b_train.loop.ipynb #1fcf5c41
+def _fit(s:_Session, callback=None) -> str:
+    "Train from `s.start_epoch` up to `cfg.epochs`, the time budget or the callback; returns why it stopped."
+    cfg, show = s.cfg, s.cfg.progress and s.rank == 0
+    s.t0 = time.perf_counter() - s.elapsed
+    if s.start_epoch >= cfg.epochs:
+        s.notes.append(f"all {cfg.epochs} epochs had finished before this session: only the test evaluation ran")
+        return 'epochs'
+    stopped = 'epochs'
+    ebar = tqdm(range(s.start_epoch, cfg.epochs), desc=cfg.name, disable=not show, initial=s.start_epoch,
+                total=cfg.epochs)
+    for epoch in ebar:
+        row, stopped, lr_used = _train_epoch(s, epoch, show)
+        improved = _end_epoch(s, epoch, row, epoch + 1 == cfg.epochs or stopped != 'epochs', lr_used)
+        if s.rank == 0: _save_epoch(s, epoch, improved)   # only rank 0 writes the run folder
+        ebar.set_postfix(loss=f"{row['train_loss']:.4f}", val_dice=f"{row['val_dice/mean']:.3f}")
+        if _any_rank(s.rank == 0 and callback is not None and bool(callback(epoch + 1, dict(row))), s.world):
+            stopped = 'callback'
+        if stopped != 'epochs': break
+    ebar.close()
+    return stopped
+
+def _finish(s:_Session, stopped:str) -> dict:
+    "Load the best weights on every rank, score them on the test split and write metrics.json (rank 0)."
+    train_time = time.perf_counter() - s.t0
+    best_path = s.run_dir / 'best.pt'
+    if s.rank == 0 and not best_path.exists():   # no finite validation Dice ever: the last weights are the best we have
+        atomic_save(_load_ckpt(s.run_dir / 'checkpoint.pt'), best_path)
+        s.notes.append("validation Dice was never finite: best.pt is the last checkpoint")
+    # the best weights travel from rank 0 (no shared file system needed between nodes)
+    s.model.load_state_dict(_bcast(_load_ckpt(best_path)['model'] if s.rank == 0 else None, s.world)); s.model.eval()
+    metrics = None
+    if s.rank == 0:
+        cfg, data = s.cfg, s.data
+        test = evaluate(s.model, data['test'], batch_size=cfg.batch_size, metrics=cfg.eval_metrics, device=s.device,
+                        sliding_window=s.sliding)
+        from medseg_lab.metrics import count_params
+        metrics = dict(name=cfg.name, run_dir=str(s.run_dir), config=cfg.to_dict(), seed=cfg.seed, versions=_versions(),
+                       device=str(s.device), world_size=s.world, amp_used=s.use_amp, notes=s.notes,
+                       params=count_params(s.model), train_time_s=train_time,
+                       epochs_completed=s.rows[-1]['epoch'] if s.rows else 0, stopped=stopped,
+                       best_epoch=s.best_epoch, best_val_dice_mean=s.best if math.isfinite(s.best) else None,
+                       evaluated_checkpoint='best.pt', data=dict(name=data['test'].name, n_train=s.n_train,
+                       n_val=len(data['val']), n_test=len(data['test']), class_names=list(data['test'].class_names)),
+                       test=test)
+        _write_json(s.run_dir / 'metrics.json', metrics)
+        metrics = json.loads((s.run_dir / 'metrics.json').read_text())
+    return _bcast(metrics, s.world)
+
+# %% ../../nbs/30b_train.loop.ipynb #f2ba9859
+def _config_to_resume(run_dir:Path, cfg:TrainConfig|None) -> TrainConfig:
+    "The config a resume of `run_dir` runs with: `cfg` (checked against the saved one) or the saved one."
+    if not run_dir.is_dir(): raise FileNotFoundError(f"cannot resume from {run_dir}: the folder does not exist")
+    if not any((run_dir / f).exists() for f in ('config.json', 'checkpoint.pt', 'best.pt')):
+        if cfg is None:
+            raise FileNotFoundError(f"cannot resume from {run_dir}: it has no config.json (pass the TrainConfig)")
+        return cfg
+    saved = _read_config(run_dir)
+    if cfg is None: return saved
+    changed = [k for k, v in saved.to_dict().items() if k not in _RESUMABLE and v != cfg.to_dict()[k]]
+    if changed: raise ValueError(f"resume config differs from {run_dir / 'config.json'} in {changed}; "
+                                 f"only {', '.join(_RESUMABLE)} may change on resume")
+    return cfg
+
+def _checkpoint_to_resume(run_dir:Path) -> dict|None:
+    "checkpoint.pt of `run_dir`, or None when no epoch had finished there (nothing would be lost by starting over)."
+    if (run_dir / 'checkpoint.pt').exists():
+        return _load_ckpt(run_dir / 'checkpoint.pt', advice=(
+            f"The run cannot be resumed from it. best.pt may still load (load_run({str(run_dir)!r}, 'best')); to train "
+            f"on, start a new run with init_checkpoint={str(run_dir / 'best.pt')!r}"))
+    results = [f for f in ('best.pt', 'history.csv', 'metrics.json') if (run_dir / f).exists()]
+    if results: raise FileNotFoundError(
+        f"cannot resume from {run_dir}: checkpoint.pt is missing but {', '.join(results)} exist, and starting over "
+        f"would replace them. load_run({str(run_dir)!r}, 'best') still loads best.pt; start a new run to train on")
+    return None
+
+def _lock(run_dir:Path, rank:int, world:int) -> _FolderLock|None:
+    "Rank 0 takes the folder's lock; when it is held, every rank raises the same error."
+    lock, error = None, None
+    if rank == 0:
+        try: lock = _FolderLock(run_dir).acquire()
+        except RuntimeError as e: error = str(e)
+    error = _bcast(error, world)
+    if error: raise RuntimeError(error)
+    return lock
+
+# %% ../../nbs/30b_train.loop.ipynb #f08ba6fd
+def _open_folder(s:_Session, ckpt:dict|None):
+    "Rank 0: clean leftovers, mark the folder running, write config.json, and repair it after a stop between writes."
+    gone = clean_temp_files(s.run_dir)
+    if gone: s.notes.append(f"removed {len(gone)} temporary file(s) a killed process left: {[p.name for p in gone]}")
+    _write_status(s.run_dir, 'running', pid=os.getpid(), host=platform.node(), started=_now(), error=None,
+                  epoch=s.start_epoch)
+    atomic_write_text(s.run_dir / 'config.json', json.dumps(s.cfg.to_dict(), indent=2))
+    if ckpt is not None:
+        fixed = _repair(s.run_dir, ckpt, s.rows)
+        s.notes.append(f"resumed at epoch {s.start_epoch} from {s.run_dir / 'checkpoint.pt'}"
+                       + (f" (repaired {', '.join(fixed)})" if fixed else ''))
+    elif any(s.run_dir.glob('*.json')): s.notes.append("no epoch had finished in this folder: started from epoch 0")
+
+def _run(s:_Session, ckpt:dict|None, callback) -> RunResult:
+    "Everything `train` does inside its run folder; an exception is recorded in status.json, then propagates."
+    try:
+        if ckpt is not None: _restore(s, ckpt)
+        if s.rank == 0: _open_folder(s, ckpt)
+        s.net = _wrap(s)
+        metrics = _finish(s, _fit(s, callback))
+    except BaseException as e:
+        if s.rank == 0:
+            state = 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed'
+            try: _write_status(s.run_dir, state, error=f"{type(e).__name__}: {e}", epoch=len(s.rows))
+            except OSError: pass   # the disk may be why it failed: the original error matters more
+        raise
+    if s.rank == 0: _write_status(s.run_dir, 'finished', epoch=len(s.rows))
+    return RunResult(s.run_dir, s.model, pd.DataFrame(s.rows), metrics, s.cfg, s.data['test'])
+
+# %% ../../nbs/30b_train.loop.ipynb #f19caacb
 def train(cfg:TrainConfig|dict|None=None, # the recipe (None only with `resume`: use the folder's config.json)
           resume:str|Path|None=None, # a run folder to continue from its checkpoint.pt (written into the same folder)
           callback=None, # `callback(epoch, row) -> bool`, after every epoch (rank 0 only); True stops the run there
          ) -> RunResult:
-    "Train a model as `cfg` says into a new run folder (or continue `resume`); returns the `RunResult`. Runs data-parallel under torchrun."
+    "Train a model as `cfg` says into a new run folder (or continue `resume`); data-parallel under torchrun."
     if isinstance(cfg, dict): cfg = TrainConfig.from_dict(cfg)
-    ckpt = None
-    if resume is not None:
-        run_dir = Path(resume)
-        missing = [f for f in ('config.json', 'checkpoint.pt') if not (run_dir / f).exists()]
-        if missing: raise FileNotFoundError(f"cannot resume from {run_dir}: missing {', '.join(missing)}")
-        saved = TrainConfig.from_dict(json.loads((run_dir / 'config.json').read_text()))
-        if cfg is None: cfg = saved
-        changed = [k for k in saved.to_dict() if k not in _RESUMABLE and saved.to_dict()[k] != cfg.to_dict()[k]]
-        if changed: raise ValueError(f"resume config differs from {run_dir / 'config.json'} in {changed}; "
-                                     f"only {', '.join(_RESUMABLE)} may change on resume")
-        ckpt = _load_ckpt(run_dir / 'checkpoint.pt')
-    elif cfg is None: raise ValueError("train needs a TrainConfig (or resume=<run folder>)")
+    if cfg is not None and not isinstance(cfg, TrainConfig):
+        raise ValueError(f"cfg must be a TrainConfig or a dict of its fields, got {type(cfg).__name__}")
+    if cfg is not None: cfg.validate()   # again: fields may have been assigned since the config was made
+    if resume is None and cfg is None: raise ValueError("train needs a TrainConfig (or resume=<run folder>)")
+    run_dir = Path(resume) if resume is not None else None
+    if run_dir is not None: cfg = _config_to_resume(run_dir, cfg)
     rank, world, device, joined = dist_context(get_device(cfg.device))
-    use_amp = cfg.amp and device.type == 'cuda'
-    notes = [] if use_amp or not cfg.amp else [f"amp=True ignored on {device.type} (AMP is used only on CUDA)"]
-    if world > 1: notes.append(f"DistributedDataParallel over {world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}): "
-                               f"batch_size {cfg.batch_size} per process, global batch {cfg.batch_size * world}")
-    old_threads = torch.get_num_threads()
+    old_threads, lock = torch.get_num_threads(), None
     if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
     try:
-        seed_everything(cfg.seed)
-        data = build_data(cfg)
-        model = build_model_for(cfg, data['train']).to(device)
-        dmode = distill_mode(model)
-        if dmode != 'none' and cfg.deep_supervision:
-            raise ValueError(f"deep_supervision and self-distillation (distill={dmode!r}) together are not supported: set one of them off")
-        if cfg.init_checkpoint and ckpt is None:
-            rep = load_weights(model, cfg.init_checkpoint, strict=cfg.init_strict)
-            notes.append(f"initialised from {cfg.init_checkpoint}: {len(rep['loaded'])} tensors loaded"
-                         + ''.join(f", {len(rep[k])} {k}" for k in ('missing', 'unexpected', 'mismatched') if rep[k]))
-        augment = make_augmentation(cfg.spatial_dims) if cfg.augment else None
-        sliding = None
-        if cfg.patch_size is not None and cfg.spatial_dims == 3:
-            if importlib.util.find_spec('medseg_lab.tta') is not None: sliding = dict(roi_size=tuple(cfg.patch_size), overlap=0.5)
-            else: notes.append("medseg_lab.tta is not available: validation and test use whole-volume inference")
-        loss_fn, val_loss_fn = make_loss(cfg.loss, cfg.deep_supervision).to(device), make_loss(cfg.loss).to(device)
-        if dmode != 'none':
-            from medseg_lab.losses import DistillTotalLoss
-            loss_fn = DistillTotalLoss(loss_fn, cfg.distill_alpha, cfg.distill_beta).to(device)
-        need_aux = cfg.deep_supervision or dmode != 'none'
-        opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
-        n_train = len(data['train'])
-        iters = cfg.iters_per_epoch or max(1, n_train // (cfg.batch_size * world))
-        t_max = None if cfg.t_max is None else max(1, round(cfg.t_max * iters))
-        sched = make_scheduler(opt, cfg.schedule, cfg.epochs * iters, cfg.warmup, cfg.poly_power, t_max, cfg.eta_min)
-        scaler = torch.amp.GradScaler('cuda', enabled=use_amp)
-        start_epoch, best, best_epoch, elapsed, rows = 0, -math.inf, None, 0.0, []
-        if ckpt is None:
+        ckpt = None
+        if run_dir is not None:
+            lock = _lock(run_dir, rank, world)
+            ckpt = _checkpoint_to_resume(run_dir)
+        s = _prepare(cfg, rank, world, device, from_scratch=ckpt is None)
+        if run_dir is None:
             run_dir = _bcast(unique_run_dir(cfg.out_dir, cfg.name) if rank == 0 else None, world)
-        else:
-            model.load_state_dict(ckpt['model']); opt.load_state_dict(ckpt['optimizer'])
-            sched.load_state_dict(ckpt['scheduler'])
-            if ckpt.get('scaler') and use_amp: scaler.load_state_dict(ckpt['scaler'])
-            start_epoch, elapsed = ckpt['epoch'], ckpt['elapsed_s']
-            best = ckpt['best_score'] if ckpt['best_score'] is not None else -math.inf
-            best_epoch = ckpt['best_epoch']
-            if (run_dir / 'history.csv').exists():
-                h = pd.read_csv(run_dir / 'history.csv'); rows = h[h.epoch <= start_epoch].to_dict('records')
-            _set_rng_state(ckpt['rng'])
-            notes.append(f"resumed at epoch {start_epoch} from {run_dir / 'checkpoint.pt'}")
-        if rank == 0: atomic_write_text(run_dir / 'config.json', json.dumps(cfg.to_dict(), indent=2))
-        model_config = dict(model.config)
-        net = model
-        if world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            net = DDP(model, device_ids=[device.index] if device.type == 'cuda' else None, find_unused_parameters=True)
-        show = cfg.progress and rank == 0
-        t0, stopped = time.perf_counter() - elapsed, 'epochs'
-        if start_epoch >= cfg.epochs: stopped = 'already complete'
-        ebar = tqdm(range(start_epoch, cfg.epochs), desc=cfg.name, disable=not show, initial=start_epoch, total=cfg.epochs)
-        for epoch in ebar:
-            model.train(); total, done, dterms = 0.0, 0, {}
-            batches = [b[rank::world] for b in _epoch_order(n_train, cfg.batch_size * world, iters, cfg.seed, epoch)]
-            g_aug = _epoch_generator(cfg.seed, epoch, 1 if rank == 0 else 1000 + rank)
-            ibar = tqdm(batches, desc=f'epoch {epoch + 1}', leave=False, disable=not show)
-            for it, idx in enumerate(ibar):
-                x, y = _batch(data['train'], idx, cfg, device, augment, g_aug)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    out = net(x, return_aux=True) if need_aux else net(x)
-                    loss = loss_fn(out, y)
-                terms = getattr(out, 'distill', None) if dmode != 'none' else {}
-                if dmode != 'none' and not terms:
-                    raise ValueError(f"distill={dmode!r} but model {cfg.model!r} returned no distillation terms from model(x, return_aux=True) in training mode")
-                logged = _mean_over_ranks(torch.tensor([loss.item(), *(float(v.detach()) for v in terms.values())], dtype=torch.float64), world)
-                if not math.isfinite(logged[0].item()):
-                    raise FloatingPointError(f"non-finite training loss ({logged[0].item()}) at epoch {epoch + 1}, iteration {it + 1}: "
-                                             f"lower the learning rate (lr={cfg.lr}), or set grad_clip (now {cfg.grad_clip})")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip:
-                    scaler.unscale_(opt); nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                lr_used = opt.param_groups[0]['lr']
-                scaler.step(opt); scaler.update(); sched.step()
-                total += logged[0].item(); done += 1
-                for k, v in zip(terms, logged[1:].tolist()): dterms[k] = dterms.get(k, 0.0) + v
-                ibar.set_postfix(loss=f'{logged[0].item():.4f}')
-                if _any_rank(bool(cfg.time_budget_s) and time.perf_counter() - t0 > cfg.time_budget_s, world):
-                    stopped = 'time_budget'; break
-            ibar.close()
-            if world > 1:   # BatchNorm statistics are per process: take rank 0's, so every rank holds the same model
-                import torch.distributed as dist
-                for b in model.buffers(): dist.broadcast(b, 0)
-            last = epoch + 1 == cfg.epochs or stopped != 'epochs'
-            row = dict(epoch=epoch + 1, iters=done, train_loss=total / done, val_loss=float('nan'))
-            row.update({f'train_{k}': v / done for k, v in dterms.items()})
-            row.update({f'val_dice/{c}': float('nan') for c in data['val'].class_names[1:]})
-            row['val_dice/mean'] = float('nan')
-            if (epoch + 1) % cfg.val_every == 0 or last:
-                vl, vd = _validate(model, data['val'], val_loss_fn, cfg, device, sliding, rank, world)
-                row['val_loss'] = vl; row.update({f'val_dice/{c}': v for c, v in vd.items()})
-                row['val_dice/mean'] = float(np.nanmean(list(vd.values()))) if np.isfinite(list(vd.values())).any() else float('nan')
-            row['lr'] = lr_used; row['time'] = time.perf_counter() - t0
-            score = row['val_dice/mean']
-            improved = math.isfinite(score) and score > best
-            if improved: best, best_epoch = score, epoch + 1
-            rows.append(row)
-            if rank == 0:   # only rank 0 writes the run folder
-                state = dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                             scaler=scaler.state_dict() if use_amp else None, epoch=epoch + 1, epoch_complete=done == iters,
-                             model_config=model_config, train_config=cfg.to_dict(), elapsed_s=row['time'], seed=cfg.seed)
-                if improved: atomic_save(dict(state, best_score=best, best_epoch=best_epoch, rng=_rng_state()), run_dir / 'best.pt')
-                atomic_save(dict(state, best_score=best if math.isfinite(best) else None, best_epoch=best_epoch,
-                                 rng=_rng_state()), run_dir / 'checkpoint.pt')
-                atomic_write_text(run_dir / 'history.csv', pd.DataFrame(rows).to_csv(index=False))
-            ebar.set_postfix(loss=f"{row['train_loss']:.4f}", val_dice=f"{score:.3f}")
-            if _any_rank(rank == 0 and callback is not None and bool(callback(epoch + 1, dict(row))), world): stopped = 'callback'
-            if stopped != 'epochs': break
-        ebar.close()
-        train_time = time.perf_counter() - t0
-        if rank == 0 and not (run_dir / 'best.pt').exists():   # no finite validation Dice ever: the last weights are the best we have
-            atomic_save(_load_ckpt(run_dir / 'checkpoint.pt'), run_dir / 'best.pt')
-            notes.append("validation Dice was never finite: best.pt is the last checkpoint")
-        # the best weights travel from rank 0 (no shared file system needed between nodes)
-        model.load_state_dict(_bcast(_load_ckpt(run_dir / 'best.pt')['model'] if rank == 0 else None, world)); model.eval()
-        metrics = None
-        if rank == 0:
-            test = evaluate(model, data['test'], batch_size=cfg.batch_size, metrics=cfg.eval_metrics, device=device, sliding_window=sliding)
-            from medseg_lab.metrics import count_params
-            metrics = dict(name=cfg.name, run_dir=str(run_dir), config=cfg.to_dict(), seed=cfg.seed, versions=_versions(),
-                           device=str(device), world_size=world, amp_used=use_amp, notes=notes, params=count_params(model),
-                           train_time_s=train_time, epochs_completed=rows[-1]['epoch'] if rows else 0, stopped=stopped,
-                           best_epoch=best_epoch, best_val_dice_mean=best if math.isfinite(best) else None,
-                           evaluated_checkpoint='best.pt', data=dict(name=data['test'].name, n_train=n_train,
-                           n_val=len(data['val']), n_test=len(data['test']), class_names=list(data['test'].class_names)),
-                           test=test)
-            _write_json(run_dir / 'metrics.json', metrics)
-            metrics = json.loads((run_dir / 'metrics.json').read_text())
-        metrics = _bcast(metrics, world)
+            if rank == 0: lock = _FolderLock(run_dir).acquire()
+        s.run_dir = run_dir
+        return _run(s, ckpt, callback)
     finally:
+        if lock is not None: lock.release()
         torch.set_num_threads(old_threads)
         if joined:
             import torch.distributed as dist
             dist.destroy_process_group()
-    return RunResult(run_dir, model, pd.DataFrame(rows), metrics, cfg, data['test'])
