@@ -28,6 +28,16 @@ EVAL_METRICS = ('dice', 'iou', 'sensitivity', 'specificity', 'accuracy', 'hd95')
 def _one_of(value, valid, what):
     if value not in valid: raise ValueError(f"Unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")
 
+def _build_loss(name:str, options:dict) -> nn.Module:
+    "The loss class of `name` built with `options`; unknown options raise listing the valid ones."
+    import inspect
+    from medseg_lab import losses as L
+    cls = {'cedice': L.CeDiceLoss, 'bcedice': L.BceDiceLoss, 'dice': L.DiceLoss, 'ce': nn.CrossEntropyLoss}[name]
+    valid = list(inspect.signature(cls).parameters)
+    unknown = sorted(set(options) - set(valid))
+    if unknown: raise ValueError(f"Unknown option(s) {unknown} for loss {name!r}; valid: {', '.join(valid)}")
+    return cls(**options)
+
 @dataclass
 class TrainConfig:
     "Everything one training run needs; checked on creation, JSON round trip with `to_dict`/`from_dict`."
@@ -52,6 +62,7 @@ class TrainConfig:
     eta_min:float=0.0 # cosine minimum learning rate
     warmup:int=0 # linear warm-up iterations before the schedule
     loss:str='cedice' # 'cedice' | 'bcedice' | 'dice' | 'ce'
+    loss_kwargs:dict=field(default_factory=dict) # options of that loss (include_background, lambda_bce, batch_dice ...)
     deep_supervision:bool=False # train the model's auxiliary logits too (`DeepSupervisionLoss`)
     distill:str|None=None # self-distillation: None = the model's own heads (DSVM-UNet: 'both'), or 'none'|'proj'|'prog'|'both'
     distill_alpha:float=1.0 # weight α of L_proj (DSVM-UNet Eq. 5)
@@ -102,6 +113,7 @@ class TrainConfig:
                 raise ValueError(f"patch_size needs {self.spatial_dims} positive sizes, got {self.patch_size}")
         self.eval_metrics = list(self.eval_metrics)
         self.model_kwargs, self.data_kwargs = dict(self.model_kwargs), dict(self.data_kwargs)
+        self.loss_kwargs = dict(self.loss_kwargs); _build_loss(self.loss, self.loss_kwargs)   # bad options fail now
         if self.name is None: self.name = '-'.join(str(p) for p in (self.model, self.preset, self.data) if p)
         if not self.name or any(c in self.name for c in '/\\'): raise ValueError(f"name must be a non-empty folder name without slashes, got {self.name!r}")
 
@@ -128,11 +140,15 @@ class TrainConfig:
 # %% ../../nbs/30_train.ipynb #1392ff0e
 TRAIN_PRESETS: dict[str, dict] = {
     'mmunet-paper': dict(optimizer='sgd', momentum=0.99, nesterov=True, lr=1e-3, schedule='poly', poly_power=0.9,
-                         weight_decay=3e-5, loss='cedice', deep_supervision=True, epochs=1000, iters_per_epoch=250,
-                         batch_size=2, grad_clip=12.0),
+                         weight_decay=3e-5, loss='cedice', loss_kwargs=dict(include_background=False),
+                         deep_supervision=True, epochs=1000, iters_per_epoch=250, batch_size=2, grad_clip=12.0),
     'dsvmunet-paper': dict(optimizer='adamw', lr=1e-3, schedule='cosine', t_max=50, eta_min=1e-5, epochs=300,
                            batch_size=32, loss='bcedice', distill='both', distill_alpha=1.0, distill_beta=0.5),
-    'cnmunet-paper': dict(optimizer='adamw', lr=1e-3, schedule='cosine', t_max=50, eta_min=1e-5, epochs=300, batch_size=8),
+    'cnmunet-paper': dict(optimizer='adamw', lr=1e-3, schedule='cosine', t_max=50, eta_min=1e-5, epochs=300,
+                          batch_size=8),
+    'lgmsnet-paper': dict(optimizer='sgd', momentum=0.9, nesterov=False, lr=0.02, schedule='poly', poly_power=0.9,
+                          weight_decay=1e-4, loss='bcedice', loss_kwargs=dict(lambda_bce=0.5, lambda_dice=1.0),
+                          epochs=500, batch_size=16, grad_clip=None),
 }
 
 # %% ../../nbs/30_train.ipynb #07b34ec5
@@ -175,12 +191,13 @@ def make_scheduler(optimizer:torch.optim.Optimizer, # the optimiser whose learni
 # %% ../../nbs/30_train.ipynb #1b9251a3
 def make_loss(name:str='cedice', # 'cedice' | 'bcedice' | 'dice' | 'ce'
               deep_supervision:bool=False, # wrap in DeepSupervisionLoss (input: SegOutput or list of logits)
+              **options, # constructor options of that loss, e.g. include_background=False, lambda_bce=0.5
              ) -> nn.Module:
     "The training loss by name, as a module `loss(logits_or_SegOutput, label_map)`."
     _one_of(name, LOSSES, 'loss')
-    from medseg_lab import losses as L
-    loss = {'cedice': L.CeDiceLoss, 'bcedice': L.BceDiceLoss, 'dice': L.DiceLoss, 'ce': nn.CrossEntropyLoss}[name]()
-    return L.DeepSupervisionLoss(loss) if deep_supervision else loss
+    loss = _build_loss(name, options)
+    from medseg_lab.losses import DeepSupervisionLoss
+    return DeepSupervisionLoss(loss) if deep_supervision else loss
 
 # %% ../../nbs/30_train.ipynb #dbf8ca09
 from .evaluation import *

@@ -285,7 +285,7 @@ def train(cfg:TrainConfig|dict|None=None, # the recipe (None only with `resume`:
         if cfg.patch_size is not None and cfg.spatial_dims == 3:
             if importlib.util.find_spec('medseg_lab.tta') is not None: sliding = dict(roi_size=tuple(cfg.patch_size), overlap=0.5)
             else: notes.append("medseg_lab.tta is not available: validation and test use whole-volume inference")
-        loss_fn, val_loss_fn = make_loss(cfg.loss, cfg.deep_supervision).to(device), make_loss(cfg.loss).to(device)
+        loss_fn, val_loss_fn = make_loss(cfg.loss, cfg.deep_supervision, **cfg.loss_kwargs).to(device), make_loss(cfg.loss, **cfg.loss_kwargs).to(device)
         if dmode != 'none':
             from medseg_lab.losses import DistillTotalLoss
             loss_fn = DistillTotalLoss(loss_fn, cfg.distill_alpha, cfg.distill_beta).to(device)
