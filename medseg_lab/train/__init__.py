@@ -4,7 +4,7 @@
 
 # %% ../../nbs/30_train.ipynb #7ea933c1
 from __future__ import annotations
-import importlib.util, json, math, os, platform, random, sys, time
+import importlib.util, json, math, numbers, os, platform, random, sys, time, types, typing
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -38,6 +38,112 @@ def _build_loss(name:str, options:dict) -> nn.Module:
     if unknown: raise ValueError(f"Unknown option(s) {unknown} for loss {name!r}; valid: {', '.join(valid)}")
     return cls(**options)
 
+def _shown(value) -> str:
+    "A value as an error message shows it: the repr and, when that could mislead, its type."
+    if isinstance(value, str): return f"the string {value!r}"
+    return f"{value!r} ({type(value).__name__})"
+
+_WORDS = {bool: 'True or False', int: 'an integer', float: 'a finite number', str: 'a string', dict: 'a dict'}
+_PLURAL = {bool: 'booleans', int: 'integers', float: 'finite numbers', str: 'strings'}
+
+# %% ../../nbs/30_train.ipynb #cb206b15
+_TRUE, _FALSE = ('true', 'yes', 'y', 'on', '1'), ('false', 'no', 'n', 'off', '0', '')
+
+def _type_error(name, value, tp, nullable:bool) -> ValueError:
+    "The message for a value of the wrong type, with a hint when it is a string (config files and command lines)."
+    is_list, args = tp is list or typing.get_origin(tp) is list, typing.get_args(tp)
+    want = (f"a list of {_PLURAL[args[0]]}" if args else "a list") if is_list else _WORDS[tp]
+    msg = f"{name} must be {want}{' or None' if nullable else ''}, got {_shown(value)}"
+    if not isinstance(value, str) or tp is str: return ValueError(msg)
+    field_name, v = name.split('[')[0], value.strip()
+    if tp is bool:
+        fix = 'True' if v.lower() in _TRUE else 'False' if v.lower() in _FALSE else 'True or False'
+        return ValueError(f"{msg}: any non-empty string is truthy; write {field_name}={fix} without quotes")
+    if is_list:
+        return ValueError(f"{msg}: a string is not a list; write {field_name}=[{v!r}]" if args and args[0] is str
+                          else f"{msg}: a string is not a list; write {field_name}=[{v}, ...], one entry per item")
+    try: (int if tp is int else float)(v)
+    except ValueError: return ValueError(msg)
+    return ValueError(f"{msg}: write {field_name}={v} without quotes")
+
+def _check_typed(name:str, # the field name, for the message ('patch_size', 'patch_size[1]')
+                 value, # the value given
+                 tp, # the field's annotation, evaluated (`int`, `float|None`, `list[int]`, ...)
+                 nullable:bool=False, # None was allowed too (for the message)
+                ):
+    "`value` in canonical form for annotation `tp` (tuple -> list, path -> str, 32.0 -> 32), else `ValueError`."
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if value is None and len(options) < len(args): return None
+        for a in options[:-1]:
+            try: return _check_typed(name, value, a)
+            except ValueError: pass
+        return _check_typed(name, value, options[-1], nullable=len(options) < len(args))
+    if tp not in _WORDS and tp is not list and origin not in (list, dict):
+        raise TypeError(f"TrainConfig cannot check field {name!r} of type {tp}: give it a checked annotation")
+    is_bool = isinstance(value, (bool, np.bool_))
+    if tp is bool and is_bool: return bool(value)
+    if tp is int and isinstance(value, numbers.Integral) and not is_bool: return int(value)
+    if tp is int and isinstance(value, float) and value.is_integer(): return int(value)
+    if tp is float and isinstance(value, numbers.Real) and not is_bool:
+        if math.isfinite(value): return float(value)
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if tp is str and isinstance(value, (str, os.PathLike)): return os.fspath(value)
+    if (tp is dict or origin is dict) and isinstance(value, dict):
+        if all(isinstance(k, str) for k in value): return dict(value)
+        raise ValueError(f"{name} must have string keys (it is written to JSON), got keys {list(value)}")
+    if (tp is list or origin is list) and isinstance(value, (list, tuple)):
+        return [_check_typed(f"{name}[{i}]", v, args[0]) if args else v for i, v in enumerate(value)]
+    raise _type_error(name, value, tp, nullable)
+
+# %% ../../nbs/30_train.ipynb #709362d2
+_POSITIVE = ('epochs', 'batch_size', 'val_every', 'iters_per_epoch', 'num_threads', 'lr', 'poly_power',
+             'time_budget_s', 'grad_clip', 't_max')
+_NON_NEGATIVE = ('warmup', 'seed', 'weight_decay', 'eta_min', 'distill_alpha', 'distill_beta')
+
+def _json_values(name, value):
+    "`value` as it comes back from JSON (tuples become lists); `ValueError` when it cannot be written."
+    try: return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must hold JSON values (numbers, strings, booleans, None, lists, dicts), "
+                         f"since config.json records it: {e}") from None
+
+def _check_values(cfg):
+    "Ranges, names and the rules between fields of a `TrainConfig` whose field types are already right."
+    for k in _POSITIVE:
+        if (v := getattr(cfg, k)) is not None and v <= 0: raise ValueError(f"{k} must be > 0, got {v!r}")
+    for k in _NON_NEGATIVE:
+        if (v := getattr(cfg, k)) < 0: raise ValueError(f"{k} must be >= 0, got {v!r}")
+    if not 0 <= cfg.momentum < 1:
+        raise ValueError(f"momentum must lie in [0, 1) (nnU-Net uses 0.99), got {cfg.momentum}")
+    if cfg.eta_min >= cfg.lr: raise ValueError(f"eta_min must lie in [0, lr={cfg.lr}), got {cfg.eta_min}")
+    if cfg.optimizer == 'sgd' and cfg.nesterov and cfg.momentum == 0:
+        raise ValueError("Nesterov SGD needs momentum > 0 (set nesterov=False or momentum e.g. 0.99)")
+    _one_of(cfg.optimizer, OPTIMIZERS, 'optimizer'); _one_of(cfg.schedule, SCHEDULES, 'schedule')
+    _one_of(cfg.loss, LOSSES, 'loss'); _one_of(cfg.data, DATASETS, 'data')
+    _build_loss(cfg.loss, cfg.loss_kwargs)                       # unknown or invalid loss options fail now
+    _one_of(cfg.spatial_dims, (2, 3), 'spatial_dims')
+    if cfg.distill is not None: _one_of(cfg.distill, DISTILL_MODES, 'distill')
+    if not cfg.eval_metrics: raise ValueError(f"eval_metrics must name at least one of {', '.join(EVAL_METRICS)}")
+    for m in cfg.eval_metrics: _one_of(m, EVAL_METRICS, 'metric')
+    from medseg_lab.models import MODELS, PRESETS
+    _one_of(cfg.model, MODELS, 'model')
+    if cfg.preset is not None and cfg.preset not in PRESETS[cfg.model]:
+        valid = ', '.join(PRESETS[cfg.model])
+        raise ValueError(f"Unknown preset {cfg.preset!r} for model {cfg.model!r}; valid: {valid}")
+    if cfg.patch_size is not None and (len(cfg.patch_size) != cfg.spatial_dims or min(cfg.patch_size) < 1):
+        raise ValueError(f"patch_size needs {cfg.spatial_dims} positive sizes (one per spatial axis), "
+                         f"got {cfg.patch_size}")
+    if cfg.device is not None:
+        try: torch.device(cfg.device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<index>' (or another torch device) or None, "
+                             f"got {cfg.device!r}") from None
+    if not cfg.name or any(c in cfg.name for c in '/\\'):
+        raise ValueError(f"name must be a non-empty folder name without slashes, got {cfg.name!r}")
+
+# %% ../../nbs/30_train.ipynb #e973e7f6
 @dataclass
 class TrainConfig:
     "Everything one training run needs; checked on creation, JSON round trip with `to_dict`/`from_dict`."
@@ -53,9 +159,9 @@ class TrainConfig:
     batch_size:int=16 # items (slices, volumes or patches) per step
     lr:float=1e-3 # peak learning rate
     optimizer:str='adamw' # 'adamw' | 'sgd'
-    momentum:float=0.99 # SGD momentum (nnU-Net's 0.99)
+    momentum:float=0.99 # SGD momentum in [0, 1) (nnU-Net's 0.99)
     nesterov:bool=True # SGD Nesterov momentum
-    weight_decay:float=1e-4 # decoupled (AdamW) or L2 (SGD) weight decay
+    weight_decay:float=1e-4 # decoupled (AdamW) or L2 (SGD) weight decay, >= 0
     schedule:str='poly' # 'poly' | 'cosine' | 'constant', stepped every iteration
     poly_power:float=0.9 # exponent of the poly schedule
     t_max:float|None=None # cosine half-period in epochs (None: all epochs)
@@ -64,7 +170,7 @@ class TrainConfig:
     loss:str='cedice' # 'cedice' | 'bcedice' | 'dice' | 'ce'
     loss_kwargs:dict=field(default_factory=dict) # options of that loss (include_background, lambda_bce, batch_dice ...)
     deep_supervision:bool=False # train the model's auxiliary logits too (`DeepSupervisionLoss`)
-    distill:str|None=None # self-distillation: None = the model's own heads (DSVM-UNet: 'both'), or 'none'|'proj'|'prog'|'both'
+    distill:str|None=None # None: the model's own heads (DSVM-UNet: 'both'), or 'none' | 'proj' | 'prog' | 'both'
     distill_alpha:float=1.0 # weight α of L_proj (DSVM-UNet Eq. 5)
     distill_beta:float=0.5 # weight β of L_prog (DSVM-UNet Eq. 5)
     init_checkpoint:str|None=None # local weights to start from (a state dict, or a checkpoint holding one)
@@ -76,46 +182,24 @@ class TrainConfig:
     out_dir:str='runs' # runs are written to `out_dir/<name>-<UTC timestamp>/`
     name:str|None=None # run name (None: '<model>-<preset>-<data>')
     augment:bool=True # flips, 90° rotations, small affine on the training split
-    patch_size:list|None=None # train on random patches of this spatial size (3D); evaluate by sliding window
+    patch_size:list[int]|None=None # train on random patches of this spatial size (3D); evaluate by sliding window
     val_every:int=1 # validate every this many epochs (and always after the last)
-    eval_metrics:list=field(default_factory=lambda: ['dice', 'hd95']) # test metrics written to metrics.json
+    eval_metrics:list[str]=field(default_factory=lambda: ['dice', 'hd95']) # test metrics written to metrics.json
     num_threads:int|None=None # torch CPU threads during the run (None: leave as is)
     progress:bool=True # tqdm progress bars
 
-    def __post_init__(self):
-        _one_of(self.optimizer, OPTIMIZERS, 'optimizer'); _one_of(self.schedule, SCHEDULES, 'schedule')
-        _one_of(self.loss, LOSSES, 'loss'); _one_of(self.data, DATASETS, 'data')
-        _one_of(self.spatial_dims, (2, 3), 'spatial_dims')
-        for m in self.eval_metrics: _one_of(m, EVAL_METRICS, 'metric')
-        from medseg_lab.models import MODELS
-        _one_of(self.model, MODELS, 'model')
-        for k in ('epochs', 'batch_size', 'val_every'):
-            if int(getattr(self, k)) != getattr(self, k) or getattr(self, k) < 1: raise ValueError(f"{k} must be a positive integer, got {getattr(self, k)!r}")
-        for k in ('iters_per_epoch', 'num_threads'):
-            v = getattr(self, k)
-            if v is not None and (int(v) != v or v < 1): raise ValueError(f"{k} must be None or a positive integer, got {v!r}")
-        for k in ('lr', 'poly_power', 'time_budget_s', 'grad_clip', 't_max'):
-            v = getattr(self, k)
-            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{k} must be a positive finite number{' or None' if k not in ('lr', 'poly_power') else ''}, got {v!r}")
-        if self.distill is not None: _one_of(self.distill, DISTILL_MODES, 'distill')
-        for k in ('distill_alpha', 'distill_beta'):
-            v = getattr(self, k)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0): raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
-        if self.init_checkpoint is not None: self.init_checkpoint = str(self.init_checkpoint)
-        if self.warmup < 0: raise ValueError(f"warmup must be >= 0 iterations, got {self.warmup}")
-        if self.eta_min < 0 or self.eta_min >= self.lr: raise ValueError(f"eta_min must lie in [0, lr={self.lr}), got {self.eta_min}")
-        if self.optimizer == 'sgd' and self.nesterov and self.momentum <= 0:
-            raise ValueError("Nesterov SGD needs momentum > 0 (set nesterov=False or momentum e.g. 0.99)")
-        if self.patch_size is not None:
-            self.patch_size = [int(s) for s in self.patch_size]
-            if len(self.patch_size) != self.spatial_dims or min(self.patch_size) < 1:
-                raise ValueError(f"patch_size needs {self.spatial_dims} positive sizes, got {self.patch_size}")
-        self.eval_metrics = list(self.eval_metrics)
-        self.model_kwargs, self.data_kwargs = dict(self.model_kwargs), dict(self.data_kwargs)
-        self.loss_kwargs = dict(self.loss_kwargs); _build_loss(self.loss, self.loss_kwargs)   # bad options fail now
+    def __post_init__(self): self.validate()
+
+    def validate(self) -> TrainConfig:
+        "Check every field (its annotation, then ranges, names and cross-field rules); canonicalises in place."
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self): setattr(self, f.name, _check_typed(f.name, getattr(self, f.name), hints[f.name]))
+        self.model_kwargs = _json_values('model_kwargs', self.model_kwargs)
+        self.data_kwargs = _json_values('data_kwargs', self.data_kwargs)
+        self.loss_kwargs = _json_values('loss_kwargs', self.loss_kwargs)
         if self.name is None: self.name = '-'.join(str(p) for p in (self.model, self.preset, self.data) if p)
-        if not self.name or any(c in self.name for c in '/\\'): raise ValueError(f"name must be a non-empty folder name without slashes, got {self.name!r}")
+        _check_values(self)
+        return self
 
     def to_dict(self) -> dict:
         "The config as a JSON-ready dict."
@@ -124,6 +208,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d:dict) -> TrainConfig:
         "Rebuild a config from `to_dict` output (unknown keys raise, listing the valid ones)."
+        if not isinstance(d, dict): raise ValueError(f"a TrainConfig dict is needed, got {_shown(d)}")
         valid = [f.name for f in fields(cls)]
         unknown = [k for k in d if k not in valid]
         if unknown: raise ValueError(f"Unknown TrainConfig field(s) {unknown}; valid: {', '.join(valid)}")
@@ -131,7 +216,7 @@ class TrainConfig:
 
     @classmethod
     def from_preset(cls, recipe:str, # a key of `TRAIN_PRESETS`, e.g. 'mmunet-paper'
-                    /, **overrides, # any TrainConfig field (model, preset, data, name, epochs, time_budget_s ...); wins over the recipe
+                    /, **overrides, # any TrainConfig field (model, data, epochs ...); wins over the recipe
                    ) -> TrainConfig:
         "A config from a paper's training recipe in `TRAIN_PRESETS`, with `overrides` on top."
         _one_of(recipe, TRAIN_PRESETS, 'training preset')
@@ -162,7 +247,8 @@ def make_optimizer(params, # model parameters (or parameter groups)
     "An AdamW or SGD optimiser by name."
     _one_of(name, OPTIMIZERS, 'optimizer')
     if name == 'adamw': return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                           weight_decay=weight_decay)
 
 # %% ../../nbs/30_train.ipynb #743eab0d
 def make_scheduler(optimizer:torch.optim.Optimizer, # the optimiser whose learning rates are scheduled
@@ -182,7 +268,8 @@ def make_scheduler(optimizer:torch.optim.Optimizer, # the optimiser whose learni
         def f(step):
             s = max(0, step - warmup)
             if name == 'poly': main = (1 - min(s, horizon) / horizon) ** power
-            elif name == 'cosine': main = (eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * s / t_max)) / 2) / base_lr
+            elif name == 'cosine':
+                main = (eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * s / t_max)) / 2) / base_lr
             else: main = 1.0
             return main * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
         return f

@@ -29,7 +29,7 @@ def _forward(model, x, sliding_window=None):
     return sw(model, x, **sliding_window)
 
 def _summarise(values:dict, case_names:list) -> dict:
-    "Per-case rows, means over finite values and counts of non-finite (NaN/Inf) values from `{metric: (N, C') array}` keyed 'metric/class'."
+    "Per-case rows, finite-value means and non-finite (NaN/Inf) counts from `{'metric/class': (N,) array}`."
     from medseg_lab.metrics import mean_ignoring_nan
     per_case = [{'case': c} for c in case_names]
     mean, nan_count = {}, {}
@@ -45,8 +45,8 @@ def _summarise(values:dict, case_names:list) -> dict:
 def _score(preds, targets, metric_fns, num_classes, class_names, spacing, include_background):
     "`{'metric/class': (N, C') array}` for lists of label maps (each `(*S)`)."
     out, same = {}, len({tuple(p.shape) for p in preds}) == 1
-    chunks = [(torch.stack(preds[i:i + 16]), torch.stack(targets[i:i + 16])) for i in range(0, len(preds), 16)] if same \
-        else [(p[None], t[None]) for p, t in zip(preds, targets)]
+    chunks = [(torch.stack(preds[i:i + 16]), torch.stack(targets[i:i + 16])) for i in range(0, len(preds), 16)] \
+        if same else [(p[None], t[None]) for p, t in zip(preds, targets)]
     onehot = lambda a: F.one_hot(a.long(), num_classes).movedim(-1, 1).to(torch.uint8)   # unambiguous (B, C, *S)
     for m, fn in metric_fns.items():
         vals = torch.cat([fn(onehot(p), onehot(t), include_background=include_background,
@@ -54,46 +54,81 @@ def _score(preds, targets, metric_fns, num_classes, class_names, spacing, includ
         for j, c in enumerate(class_names): out[f'{m}/{c}'] = vals[:, j]
     return out
 
+# %% ../../nbs/30a_train.evaluation.ipynb #34e0a291
+def _check_logits(logits, labels, data, start:int):
+    "Refuse logits that cannot be scored against `data`'s labels honestly (`start`: index of the first case)."
+    C, n = logits.shape[1], data.num_classes
+    if C != n and not (C == 1 and n == 2):
+        raise ValueError(f"the model returns {C} logit channel(s) but the data has {n} classes "
+                         f"{list(data.class_names)}: "
+                         + ("classes it has no channel for would score 0 as if it had missed them; " if C < n else
+                            "labels beyond the data's classes cannot be scored; ")
+                         + f"use a model with out_channels={n}" + (" (or 1 for this binary task)" if n == 2 else ''))
+    if tuple(logits.shape[2:]) != tuple(labels.shape[1:]):
+        raise ValueError(f"the model's output {tuple(logits.shape[2:])} does not match the labels' spatial shape "
+                         f"{tuple(labels.shape[1:])} (cases {start}..{start + len(labels) - 1}): a model must return "
+                         "logits of its input's size (pad-and-crop), or evaluate through sliding_window=")
+    if not torch.isfinite(logits).all():
+        raise ValueError(f"the model returned NaN/Inf logits on cases {start}..{start + len(labels) - 1}: their argmax "
+                         "would be meaningless; check the weights (a diverged run) and the inputs")
+
+def _predict(model, data, batch_size, device, sliding_window, progress) -> tuple:
+    "Label maps predicted for every case of `data`, in order, and the matching targets (lists of `(*S)` tensors)."
+    preds, targets = [], []
+    was_training = model.training; model.eval()
+    try:
+        for i in tqdm(range(0, len(data), batch_size), desc='evaluate', disable=not progress, leave=False):
+            xs, ys = zip(*(data[j] for j in range(i, min(i + batch_size, len(data)))))
+            logits = _forward(model, torch.stack(xs).to(device), sliding_window)
+            _check_logits(logits, torch.stack(ys), data, i)
+            preds += list(_labels_from_logits(logits).cpu()); targets += list(ys)
+    finally: model.train(was_training)
+    return preds, targets
+
+def _volume_scores(preds, targets, case_ids, data, fns, names, include_background) -> dict:
+    "Slices stacked back into their volumes (by `case_ids`, in data order) and scored per volume."
+    spacing = getattr(data, 'spacing', None)
+    vol_spacing = getattr(data, 'volume_spacing', None) or (1.0, *(spacing or (1.0, 1.0)))
+    ids = list(dict.fromkeys(case_ids))
+    vp = [torch.stack([p for p, c in zip(preds, case_ids) if c == k]) for k in ids]
+    vt = [torch.stack([t for t, c in zip(targets, case_ids) if c == k]) for k in ids]
+    return dict(level='volume', spacing=list(vol_spacing), note='slices stacked along axis 0 in data order',
+                **_summarise(_score(vp, vt, fns, data.num_classes, names, vol_spacing, include_background), ids))
+
+# %% ../../nbs/30a_train.evaluation.ipynb #90c30f2e
 @torch.no_grad()
 def evaluate(model:nn.Module, # a segmentation model returning logits (B, C, *S)
              data, # a SegDataset (items `(image (C, *S), label (*S))`)
              batch_size:int=8, # cases per forward pass
              metrics=('dice', 'hd95'), # names in medseg_lab.metrics
              device=None, # None: the model's device
-             sliding_window:dict|None=None, # kwargs for medseg_lab.tta.sliding_window (e.g. roi_size, overlap); None: whole input
+             sliding_window:dict|None=None, # kwargs of medseg_lab.tta.sliding_window (roi_size, ...); None: whole input
              include_background:bool=False, # score class 0 too
              per_volume:bool|None=None, # also stack 2D slices into volumes by `data.case_ids` (None: when present)
              progress:bool=False, # tqdm bar
             ) -> dict:
     "Per-case and mean metrics per class of `model` on `data` (means are NaN-aware; NaN counts reported)."
     from medseg_lab import metrics as M
+    if isinstance(metrics, str): raise ValueError(f"metrics must be a list of names, got the string {metrics!r}")
     for m in metrics: _one_of(m, EVAL_METRICS, 'metric')
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if len(data) == 0: raise ValueError(f"{getattr(data, 'name', 'the data set')} has no cases: nothing to evaluate")
     fns = {m: getattr(M, m) for m in metrics}
     device = get_device(device) if device is not None else next(model.parameters()).device
-    C = data.num_classes
     names = list(data.class_names)[(0 if include_background else 1):]
-    was_training = model.training; model.eval()
-    preds, targets = [], []
-    try:
-        for i in tqdm(range(0, len(data), batch_size), desc='evaluate', disable=not progress, leave=False):
-            xs, ys = zip(*(data[j] for j in range(i, min(i + batch_size, len(data)))))
-            x = torch.stack(xs).to(device)
-            preds += list(_labels_from_logits(_forward(model, x, sliding_window)).cpu()); targets += list(ys)
-    finally: model.train(was_training)
+    preds, targets = _predict(model, data, batch_size, device, sliding_window, progress)
     spacing = getattr(data, 'spacing', None)
     res = dict(level='slice' if data.spatial_dims == 2 else 'volume', metrics=list(metrics), class_names=names,
                spacing=list(spacing) if spacing is not None else None)
-    res.update(_summarise(_score(preds, targets, fns, C, names, spacing, include_background), list(range(len(preds)))))
+    scores = _score(preds, targets, fns, data.num_classes, names, spacing, include_background)
+    res.update(_summarise(scores, list(range(len(preds)))))
     case_ids = getattr(data, 'case_ids', None)
     if case_ids is not None: case_ids = [_volume_key(c) for c in case_ids]
-    if per_volume is None: per_volume = case_ids is not None and data.spatial_dims == 2 and len(set(case_ids)) < len(case_ids)
+    if per_volume is None:
+        per_volume = case_ids is not None and data.spatial_dims == 2 and len(set(case_ids)) < len(case_ids)
     if per_volume:
         if case_ids is None or data.spatial_dims != 2:
             raise ValueError("per_volume=True needs 2D slices with `case_ids` (the source volume of each slice)")
-        vol_spacing = getattr(data, 'volume_spacing', None) or (1.0, *(spacing or (1.0, 1.0)))
-        ids = list(dict.fromkeys(case_ids))
-        vp = [torch.stack([p for p, c in zip(preds, case_ids) if c == k]) for k in ids]
-        vt = [torch.stack([t for t, c in zip(targets, case_ids) if c == k]) for k in ids]
-        res['volume'] = dict(level='volume', spacing=list(vol_spacing), note='slices stacked along axis 0 in data order',
-                             **_summarise(_score(vp, vt, fns, C, names, vol_spacing, include_background), ids))
+        res['volume'] = _volume_scores(preds, targets, case_ids, data, fns, names, include_background)
     return res
