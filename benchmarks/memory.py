@@ -63,6 +63,8 @@ CASES = [
          paper_source='FuseUNet Table 9 (Table 5, 2N: 5.9)'),
     Case('fuseunet-nnunet-3d-N', 'fuseunet', 'paper-nnunet-3d', (1, 128, 128, 128), 2, 'sgd', dict(memory_channels=4),
          paper_gib=5.2, paper_source='FuseUNet Table 5 (Y = N)'),
+    Case('fuseunet-nnunet-3d-3N', 'fuseunet', 'paper-nnunet-3d', (1, 128, 128, 128), 2, 'sgd', dict(memory_channels=12),
+         paper_gib=7.1, paper_source='FuseUNet Table 5 (Y = 3N)'),
     Case('fuseunet-nnunet-3d-4N', 'fuseunet', 'paper-nnunet-3d', (1, 128, 128, 128), 2, 'sgd', dict(memory_channels=16),
          paper_gib=8.7, paper_source='FuseUNet Table 5 (Y = 4N)'),
     # FuseUNet Table 9, UNETR on MSD brain (4x128^3, batch 1) and UltraLight VM-UNet on ISIC (3x256^2, batch 8)
