@@ -5,19 +5,25 @@ vanilla UNet, CNM-UNet, the explicit-Euler "DiODE-UNet" and the all-ODE "Continu
 2025, arXiv:2506.05821) Table 9 (nnU-Net, UNETR and UltraLight VM-UNet backbones against FuseUNet on each) and Table 5
 (FuseUNet's memory width Y = N ... 4N on KiTS). This script measures the same quantities for our models:
 
-* on CPU, the **peak resident set size** (`ru_maxrss`) of a fresh Python process per case, which imports torch and
-  medseg_lab, builds the model and its optimiser, runs one training step (forward, the model's loss, backward, the
-  paper's optimiser step) or one inference (eval, no gradients, batch 1). Reported: the whole process (`peak_gib`) and
-  the part above the process right after the imports (`above_import_gib`: weights, gradients, optimiser state,
-  activations and the allocator's slack; the closest to what a GPU figure counts);
+* on CPU, per case a fresh Python process imports torch and medseg_lab, builds the model and its optimiser, and runs
+  one training step (forward, the model's loss, backward, the paper's optimiser step) or one inference (eval, no
+  gradients, batch 1). Reported: the peak resident set size of the process (`peak_rss_gib`, `ru_maxrss`: what the OS
+  shows, libraries included), the peak of its resident *anonymous* memory (`peak_anon_gib`: heap, tensors, Python;
+  sampled every millisecond from /proc/self/statm, since the mapped libraries' pages come and go with the machine's
+  memory pressure) and that peak above the process right after the imports (`above_import_gib`: weights, gradients,
+  optimiser state, activations, convolution workspace; the closest to what a GPU figure counts);
 * on CUDA (`--device cuda`), `torch.cuda.max_memory_allocated` of the step, as PyTorch counts GPU memory.
+
+GPU figures (the papers', under mixed precision, cuDNN kernels) and CPU figures (float32; PyTorch's CPU 3D convolution
+keeps an im2col/vol2col buffer of one image per layer call) differ in scale: compare ratios and orders, not GiB.
 
 The papers' settings do not all fit a shared CPU machine (a 3D nnU-Net step at 2x128^3 needs several GiB, the
 continuous UNet much more). `--max-gib` caps what is run: every case is first measured at **batch 1 and 2 at half the
-spatial size per axis**, which fixes a model `peak = fixed + batch x voxels x per-voxel` (activations grow with
-batch and voxels, the rest does not); the paper's setting is then run directly only if that model predicts it under
-the cap, otherwise the predicted value is reported as `extrapolated`. Cases run directly also check the model (the
-`predicted_gib` column next to the measurement).
+spatial size per axis**, which fixes a model `peak = const + voxels x (workspace + batch x activations)` (the weights
+and optimiser state are constant, the convolution workspace grows with the voxels only, the activations with voxels
+and batch); the paper's setting is then run directly only if that model predicts it under the cap, otherwise the
+predicted value is reported as `extrapolated`. Cases run directly also check the model (`predicted_gib` beside the
+measurement).
 
 Usage:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/memory.py [--cases KEY ...] [--max-gib 6] [--device cpu|cuda] [--list]
@@ -89,20 +95,30 @@ CASES = [
 CASE = {c.key: c for c in CASES}
 
 # what the README states, checked at exactly this bound by tests/test_memory.py (peak RSS of the whole process)
-README_CLAIMS = {'mmunet-paper-64-infer': 1.2}   # GiB
+README_CLAIMS = {'mmunet-paper-64-infer': 1.2}   # GiB of peak RSS (ru_maxrss) of the whole process
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the probe: runs in a fresh interpreter, prints one JSON line
 
 _PROBE = r'''
-import json, resource, sys, time
-def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024          # bytes (Linux: KiB)
+import json, os, resource, sys, threading, time
+PAGE = os.sysconf('SC_PAGE_SIZE')
+def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024          # peak RSS so far, bytes (Linux: KiB)
+def anon():
+    "Resident anonymous memory now (statm: resident - shared pages): heap, tensors, Python; not the mapped libraries."
+    with open('/proc/self/statm') as f: v = f.read().split()
+    return (int(v[1]) - int(v[2])) * PAGE
+class Sampler(threading.Thread):
+    "Samples `anon()` every millisecond while torch runs (its kernels release the GIL): the peak of tensor memory."
+    def __init__(self): super().__init__(daemon=True); self.peak, self.stop = anon(), False
+    def run(self):
+        while not self.stop: self.peak = max(self.peak, anon()); time.sleep(0.001)
 spec = json.loads(sys.argv[1])
 import torch
 torch.set_num_threads(spec['threads'])
 from medseg_lab.models import build_model
 import medseg_lab.losses as L
-after_import = rss()
+after_import, anon_import = rss(), anon()
 dev = torch.device(spec['device'])
 torch.manual_seed(0)
 kw = dict(spec['overrides'])
@@ -110,7 +126,8 @@ if spec['size_kw']: kw[spec['size_kw']] = spec['shape'][1]
 model = build_model(spec['model'], preset=spec['preset'], **kw).to(dev)
 x = torch.randn(spec['batch'], *spec['shape'], device=dev)
 if spec['device'] == 'cuda': torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
-after_build = rss()
+after_build, anon_build = rss(), anon()
+sampler = Sampler(); sampler.start()
 t0 = time.perf_counter()
 if spec['mode'] == 'infer':
     model.eval()
@@ -127,8 +144,11 @@ else:
     for v in getattr(out, 'distill', {}).values(): loss = loss + v
     opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
 if spec['device'] == 'cuda': torch.cuda.synchronize()
-res = dict(after_import=after_import, after_build=after_build, peak=rss(), seconds=time.perf_counter() - t0,
-           params=sum(p.numel() for p in model.parameters()))
+seconds = time.perf_counter() - t0
+sampler.stop = True; sampler.join(); peak_anon = max(sampler.peak, anon())
+res = dict(after_import=after_import, after_build=after_build, peak=rss(), anon_import=anon_import, anon_build=anon_build,
+           peak_anon=peak_anon,
+           seconds=seconds, params=sum(p.numel() for p in model.parameters()))
 if spec['device'] == 'cuda':
     res.update(cuda_max_allocated=torch.cuda.max_memory_allocated(), cuda_max_reserved=torch.cuda.max_memory_reserved())
 print('RESULT ' + json.dumps(res))
@@ -157,41 +177,42 @@ def _gib(b): return None if b is None else round(b / GIB, 3)
 
 def measure(case: Case, max_gib: float = 6., device: str = 'cpu', threads: int = 1) -> dict:
     "The case's row: the two small probes, the fitted model, and the paper setting (measured or extrapolated)."
-    key = 'cuda_max_allocated' if device == 'cuda' else 'peak'
+    cuda = device == 'cuda'
+    key = 'cuda_max_allocated' if cuda else 'peak_anon'
     row = dict(key=case.key, model=case.model, preset=case.preset, mode=case.mode, input=[case.batch, *case.shape],
                paper_gib=case.paper_gib, paper_source=case.paper_source, device=device)
+    def record(r):
+        row.update(how='measured', peak_rss_gib=_gib(r['peak']), peak_anon_gib=_gib(r['peak_anon']),
+                   above_import_gib=_gib(r['peak_anon'] - r['anon_import']), cuda_gib=_gib(r.get('cuda_max_allocated')),
+                   params=r['params'], seconds=round(r['seconds'], 1))
     vox = math.prod(case.shape[1:])
     if case.mode == 'infer' or case.batch == 1 and vox <= 64 ** 3:      # small enough: measure directly
-        r = probe(case, device=device, threads=threads)
-        row.update(how='measured', peak_gib=_gib(r['peak']), above_import_gib=_gib(r['peak'] - r['after_import']),
-                   cuda_gib=_gib(r.get('cuda_max_allocated')), params=r['params'], seconds=round(r['seconds'], 1))
-        return row
+        record(probe(case, device=device, threads=threads)); return row
     a, b = probe(case, 1, 2, device, threads), probe(case, 2, 2, device, threads)
-    per_sample = b[key] - a[key]                                     # bytes per sample at half size
-    fixed = a[key] - per_sample
-    small_vox = math.prod(s // 2 for s in case.shape[1:])
-    predicted = fixed + case.batch * per_sample * vox / small_vox
-    row.update(fixed_gib=_gib(fixed), per_sample_half_gib=_gib(per_sample), predicted_gib=_gib(predicted),
-               params=a['params'], after_import_gib=_gib(a['after_import']))
-    if predicted <= max_gib * GIB:
-        r = probe(case, device=device, threads=threads)
-        row.update(how='measured', peak_gib=_gib(r['peak']), above_import_gib=_gib(r['peak'] - r['after_import']),
-                   cuda_gib=_gib(r.get('cuda_max_allocated')), seconds=round(r['seconds'], 1))
+    # peak = const + s * (workspace + batch * activations): the activations grow with batch and voxels, the convolution
+    # workspace (CPU im2col / vol2col, one image at a time) with voxels only, the weights and optimiser state with neither
+    const = (0 if cuda else a['anon_build']) + (3 if case.optimizer == 'adamw' else 2) * 4 * a['params']
+    act = b[key] - a[key]
+    work = max(a[key] - act - const, 0)
+    s = vox / math.prod(s // 2 for s in case.shape[1:])
+    predicted = const + s * (work + case.batch * act)
+    row.update(const_gib=_gib(const), workspace_half_gib=_gib(work), per_sample_half_gib=_gib(act), predicted_gib=_gib(predicted),
+               params=a['params'])
+    if predicted <= max_gib * GIB: record(probe(case, device=device, threads=threads))
     else:
-        above = predicted - (a['after_import'] if device == 'cpu' else 0)
-        row.update(how='extrapolated', peak_gib=_gib(predicted) if device == 'cpu' else None,
-                   above_import_gib=_gib(above) if device == 'cpu' else None,
-                   cuda_gib=_gib(predicted) if device == 'cuda' else None)
+        row.update(how='extrapolated', peak_anon_gib=None if cuda else _gib(predicted),
+                   above_import_gib=None if cuda else _gib(predicted - a['anon_import']), cuda_gib=_gib(predicted) if cuda else None)
     return row
 
 
 def table(rows: list) -> str:
     "The rows as a fixed-width text table (GiB; the papers print GB of GPU memory)."
-    head = f"{'case':24} {'mode':5} {'input':22} {'how':12} {'peak':>7} {'above':>7} {'cuda':>6} {'pred.':>7} {'paper':>6}  source"
+    head = f"{'case':24} {'mode':5} {'input':22} {'how':12} {'rss':>7} {'anon':>7} {'above':>7} {'cuda':>6} {'pred.':>7} {'paper':>6}  source"
     out = [head, '-' * len(head)]
     f = lambda v: '' if v is None else f"{v:.2f}"
     for r in rows:
-        out.append(f"{r['key']:24} {r['mode']:5} {'x'.join(map(str, r['input'])):22} {r['how']:12} {f(r.get('peak_gib')):>7} "
+        out.append(f"{r['key']:24} {r['mode']:5} {'x'.join(map(str, r['input'])):22} {r['how']:12} {f(r.get('peak_rss_gib')):>7} "
+                   f"{f(r.get('peak_anon_gib')):>7} "
                    f"{f(r.get('above_import_gib')):>7} {f(r.get('cuda_gib')):>6} {f(r.get('predicted_gib')):>7} "
                    f"{f(r.get('paper_gib')):>6}  {r.get('paper_source', '')}")
     return '\n'.join(out)
