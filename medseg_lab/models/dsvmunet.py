@@ -14,8 +14,51 @@ from ..core import SegOutput
 from .vmunet import VMUNet
 
 # %% auto #0
-__all__ = ['DISTILL_MODES', 'PRESETS', 'ProjectionDistillLoss', 'ProgressiveDistillLoss', 'DistillOutput', 'DSVMUNet',
-           'DistillTotalLoss', 'build']
+__all__ = ['DISTILL_NORMS', 'PROJECTIONS', 'DISTILL_MODES', 'PRESETS', 'feature_distance', 'SpatialLinear',
+           'ProjectionDistillLoss', 'ProgressiveDistillLoss', 'DistillOutput', 'DSVMUNet', 'DistillTotalLoss', 'build']
+
+# %% ../../nbs/14a_dsvmunet.ipynb #90092d3f
+import math
+
+DISTILL_NORMS = ('none', 'channel_l2', 'cosine')
+PROJECTIONS = ('resize', 'linear')
+
+def feature_distance(student:torch.Tensor, # (B, C, H, W)
+                     teacher:torch.Tensor, # (B, C, H, W), the same shape
+                     norm:str='none', # 'none' (MSE, the paper), 'channel_l2' or 'cosine'
+                    ) -> torch.Tensor: # scalar
+    "`Distill(·)` of DSVM-UNet Eqs. 2–3: MSE of the raw maps, of per-channel unit-RMS maps, or 1 − cosine over channels."
+    if norm not in DISTILL_NORMS: raise ValueError(f"norm must be one of {DISTILL_NORMS}, got {norm!r}")
+    if student.shape != teacher.shape: raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} differ")
+    if norm == 'none': return F.mse_loss(student, teacher)
+    if norm == 'channel_l2':
+        unit = lambda f: F.normalize(f.flatten(2), dim=2, eps=1e-6) * math.sqrt(f.shape[2] * f.shape[3])
+        return F.mse_loss(unit(student), unit(teacher))
+    return (1 - F.cosine_similarity(student, teacher, dim=1, eps=1e-6)).mean()
+
+class SpatialLinear(nn.Module):
+    """`Lin(·)` of DSVM-UNet Eq. 2 read as a learned linear map of positions: `(B, C, h, w) -> (B, C, H, W)` with one
+    `(H·W, h·w)` matrix shared by all channels, initialised to bilinear interpolation (`align_corners=False`).
+    Raises: ValueError for non-positive sizes, and at call time for features of another size."""
+    def __init__(self, in_size:Sequence[int], # (h, w) of the features it is built for
+                 out_size:Sequence[int], # (H, W) of the teacher's grid
+                ):
+        super().__init__()
+        self.in_size, self.out_size = tuple(int(s) for s in in_size), tuple(int(s) for s in out_size)
+        if len(self.in_size) != 2 or len(self.out_size) != 2 or min(self.in_size + self.out_size) < 1:
+            raise ValueError(f"sizes must be two positive ints each, got {in_size!r} -> {out_size!r}")
+        n = self.in_size[0] * self.in_size[1]
+        basis = torch.eye(n).reshape(n, 1, *self.in_size)
+        interp = F.interpolate(basis, size=self.out_size, mode='bilinear', align_corners=False).reshape(n, -1)
+        self.weight = nn.Parameter(interp.T.contiguous())                      # (H·W, h·w)
+
+    def forward(self, f:torch.Tensor) -> torch.Tensor:
+        if f.ndim != 4 or tuple(f.shape[2:]) != self.in_size:
+            raise ValueError(f"SpatialLinear was built for {self.in_size[0]}x{self.in_size[1]} features (set by the training input "
+                             f"size), got {tuple(f.shape)}: train at that size or use spatial='resize'")
+        return (f.flatten(2) @ self.weight.T).reshape(*f.shape[:2], *self.out_size)
+
+    def extra_repr(self): return f"{self.in_size} -> {self.out_size}"
 
 # %% ../../nbs/14a_dsvmunet.ipynb #2a8e83ae
 def _check_levels(feats, channels, side):
@@ -27,17 +70,18 @@ def _check_levels(feats, channels, side):
 def _conv1x1(i, o): return nn.Conv2d(i, o, 1)
 
 class ProjectionDistillLoss(nn.Module):
-    """DSVM-UNet's projection self-distillation (paper 003, Eq. 2): every level, 1×1-projected to the teacher's channels
-    and bilinearly resized to its size, is matched (MSE) to the detached last decoder feature f¹ᵈ.
-
-    Args: enc_channels: widths of f¹ᵉ…fᴹᵉ (e.g. 96-192-384-768); dec_channels: widths of fᴹᵈ…f¹ᵈ (deepest first, the
-    last is the teacher's); encoder_teacher: 'decoder' (f¹ᵈ teaches the encoder too, the text) or 'encoder' (f¹ᵉ, Eq. 2
-    literally); detach_teacher (True). Holds learnable 1×1 heads: optimise them with the model.
-    Raises: ValueError for empty/mismatched channel lists, an unknown encoder_teacher; wrong feature lists at call time."""
-    def __init__(self, enc_channels:Sequence[int], # widths of f1e … fMe
+    """DSVM-UNet's projection self-distillation (Eq. 2): every level, brought to the teacher's grid (`Lin`) and channels
+    (1×1 conv), is matched by `Distill` to the detached last decoder feature f¹ᵈ.
+    Holds learnable heads (1×1 convs, and with `spatial='linear'` the position maps): optimise them with the model.
+    Raises: ValueError for empty/mismatched channel lists, unknown options, `spatial='linear'` without `sizes`; wrong
+    feature lists at call time."""
+    def __init__(self, enc_channels:Sequence[int], # widths of f1e … fMe (e.g. 96-192-384-768)
                  dec_channels:Sequence[int], # widths of fMd … f1d (the last is the teacher)
-                 encoder_teacher:str='decoder', # 'decoder': f1d teaches all; 'encoder': f1e teaches the encoder side
+                 encoder_teacher:str='decoder', # 'decoder': f1d teaches all (the text); 'encoder': f1e teaches the encoder side (Eq. 2 literally)
                  detach_teacher:bool=True, # stop the gradient into the teacher feature
+                 spatial:str='resize', # Lin: 'resize' (bilinear) or 'linear' (learned map of positions, needs `sizes`)
+                 sizes:Sequence|None=None, # (h, w) of f1e … fMe (the decoder's mirror them; f1e's is the teacher's grid)
+                 norm:str='none', # Distill: 'none' (MSE), 'channel_l2' or 'cosine' (see `feature_distance`)
                 ):
         super().__init__()
         self.enc_channels, self.dec_channels = tuple(enc_channels), tuple(dec_channels)
@@ -45,14 +89,23 @@ class ProjectionDistillLoss(nn.Module):
         if encoder_teacher not in ('decoder', 'encoder'): raise ValueError(f"encoder_teacher must be 'decoder' or 'encoder', got {encoder_teacher!r}")
         if encoder_teacher == 'encoder' and self.enc_channels[0] != self.dec_channels[-1]:
             raise ValueError("encoder_teacher='encoder' needs f1e and f1d to have the same width")
+        if spatial not in PROJECTIONS: raise ValueError(f"spatial must be one of {PROJECTIONS}, got {spatial!r}")
+        if norm not in DISTILL_NORMS: raise ValueError(f"norm must be one of {DISTILL_NORMS}, got {norm!r}")
         c = self.dec_channels[-1]
-        self.encoder_teacher, self.detach_teacher = encoder_teacher, detach_teacher
+        self.encoder_teacher, self.detach_teacher, self.spatial, self.norm = encoder_teacher, detach_teacher, spatial, norm
         self.enc_heads = nn.ModuleList(_conv1x1(i, c) for i in self.enc_channels)
         self.dec_heads = nn.ModuleList(_conv1x1(i, c) for i in self.dec_channels[:-1])
+        if spatial == 'linear':
+            if sizes is None or len(sizes) != len(self.enc_channels) or len(self.dec_channels) != len(self.enc_channels):
+                raise ValueError(f"spatial='linear' needs sizes: the (h, w) of the {len(self.enc_channels)} encoder levels")
+            sizes = [tuple(s) for s in sizes]
+            lin = lambda s: nn.Identity() if s == sizes[0] else SpatialLinear(s, sizes[0])
+            self.enc_lin = nn.ModuleList(lin(s) for s in sizes)
+            self.dec_lin = nn.ModuleList(lin(s) for s in sizes[::-1][:-1])          # fMd … f2d
 
-    @staticmethod
-    def project(head:nn.Module, f:torch.Tensor, size:tuple) -> torch.Tensor:
-        "f̂ = Conv1×1(Lin(f)) with Lin = bilinear resize to `size` (computed as resize(conv(f)): identical, cheaper)."
+    def project(self, head:nn.Module, f:torch.Tensor, size:tuple, lin:nn.Module|None=None) -> torch.Tensor:
+        "f̂ = Conv1×1(Lin(f)); with Lin = bilinear resize computed as resize(conv(f)): identical, cheaper."
+        if lin is not None: return head(lin(f))
         y = head(f)
         return y if tuple(y.shape[2:]) == tuple(size) else F.interpolate(y, size=size, mode='bilinear', align_corners=False)
 
@@ -63,25 +116,29 @@ class ProjectionDistillLoss(nn.Module):
         t_dec = dec[-1].detach() if self.detach_teacher else dec[-1]
         t_enc = t_dec if self.encoder_teacher == 'decoder' else (enc[0].detach() if self.detach_teacher else enc[0])
         size = tuple(t_dec.shape[2:])
-        loss = sum(F.mse_loss(self.project(h, f, size), t_enc) for h, f in zip(self.enc_heads, enc))
-        return loss + sum(F.mse_loss(self.project(h, f, size), t_dec) for h, f in zip(self.dec_heads, dec[:-1]))
+        el = self.enc_lin if self.spatial == 'linear' else [None] * len(enc)
+        dl = self.dec_lin if self.spatial == 'linear' else [None] * (len(dec) - 1)
+        d = lambda s, t: feature_distance(s, t, self.norm)
+        loss = sum(d(self.project(h, f, size, l), t_enc) for h, f, l in zip(self.enc_heads, enc, el))
+        return loss + sum(d(self.project(h, f, size, l), t_dec) for h, f, l in zip(self.dec_heads, dec[:-1], dl))
 
 # %% ../../nbs/14a_dsvmunet.ipynb #c08a3b66
 class ProgressiveDistillLoss(nn.Module):
-    """DSVM-UNet's progressive self-distillation (paper 003, Eq. 3): neighbouring levels, the smaller map 1×1-projected to
-    the larger's channels and bilinearly upsampled; the later layer teaches (deeper encoder level; later decoder level).
-
-    Args: enc_channels: widths of f¹ᵉ…fᴹᵉ; dec_channels: widths of fᴹᵈ…f¹ᵈ; detach_teacher (True): no gradient into the
-    teacher feature (its projection head, where it has one, still learns). Holds learnable 1×1 heads.
-    Raises: ValueError for fewer than 2 levels; wrong feature lists at call time."""
+    """DSVM-UNet's progressive self-distillation (Eq. 3): neighbouring levels, the smaller map 1×1-projected to the
+    larger's channels and bilinearly upsampled; the later layer teaches (deeper encoder level; later decoder level).
+    With `detach_teacher` the teacher feature gets no gradient (its projection head, where it has one, still learns).
+    Holds learnable 1×1 heads.
+    Raises: ValueError for fewer than 2 levels or an unknown `norm`; wrong feature lists at call time."""
     def __init__(self, enc_channels:Sequence[int], # widths of f1e … fMe
                  dec_channels:Sequence[int], # widths of fMd … f1d
                  detach_teacher:bool=True, # stop the gradient into the teacher feature
+                 norm:str='none', # Distill: 'none' (MSE), 'channel_l2' or 'cosine' (see `feature_distance`)
                 ):
         super().__init__()
         self.enc_channels, self.dec_channels = tuple(enc_channels), tuple(dec_channels)
         if len(self.enc_channels) < 2 or len(self.dec_channels) < 2: raise ValueError("progressive distillation needs >= 2 levels per side")
-        self.detach_teacher = detach_teacher
+        if norm not in DISTILL_NORMS: raise ValueError(f"norm must be one of {DISTILL_NORMS}, got {norm!r}")
+        self.detach_teacher, self.norm = detach_teacher, norm
         e, d = self.enc_channels, self.dec_channels
         self.enc_heads = nn.ModuleList(_conv1x1(e[l], e[l - 1]) for l in range(1, len(e)))      # f_l^e -> f_{l-1}^e
         self.dec_heads = nn.ModuleList(_conv1x1(d[i], d[i + 1]) for i in range(len(d) - 1))     # f_l^d -> f_{l-1}^d
@@ -96,8 +153,9 @@ class ProgressiveDistillLoss(nn.Module):
                ) -> torch.Tensor:
         _check_levels(enc, self.enc_channels, 'encoder'); _check_levels(dec, self.dec_channels, 'decoder')
         det = (lambda t: t.detach()) if self.detach_teacher else (lambda t: t)
-        loss = sum(F.mse_loss(enc[l - 1], self.lift(h, det(enc[l]), enc[l - 1])) for l, h in zip(range(1, len(enc)), self.enc_heads))
-        return loss + sum(F.mse_loss(self.lift(h, dec[i], dec[i + 1]), det(dec[i + 1])) for i, h in enumerate(self.dec_heads))
+        d = lambda s, t: feature_distance(s, t, self.norm)
+        loss = sum(d(enc[l - 1], self.lift(h, det(enc[l]), enc[l - 1])) for l, h in zip(range(1, len(enc)), self.enc_heads))
+        return loss + sum(d(self.lift(h, dec[i], dec[i + 1]), det(dec[i + 1])) for i, h in enumerate(self.dec_heads))
 
 # %% ../../nbs/14a_dsvmunet.ipynb #293ac394
 from dataclasses import dataclass, field
@@ -110,24 +168,37 @@ class DistillOutput(SegOutput):
     distill: dict = field(default_factory=dict)
 
 class DSVMUNet(VMUNet):
-    """DSVM-UNet (paper 003): VM-UNet trained with projection (Eq. 2) and/or progressive (Eq. 3) self-distillation.
+    """DSVM-UNet: VM-UNet trained with projection (Eq. 2) and/or progressive (Eq. 3) self-distillation.
 
-    Args: every `VMUNet` argument, plus distill ('both' default; 'none', 'proj', 'prog' for the Table 3 ablation),
-    encoder_teacher ('decoder' or 'encoder', see `ProjectionDistillLoss`), detach_teacher (True).
-    The heads are training-only: eval-mode outputs are VM-UNet's, and `inference_module()` drops them.
-    Raises: ValueError for an unknown `distill` or `encoder_teacher`, and as `VMUNet`."""
+    Takes every `VMUNet` argument, plus the options below. The heads are training-only: eval-mode outputs are
+    VM-UNet's, and `inference_module()` drops them.
+    Raises: ValueError for an unknown `distill`, `encoder_teacher`, `distill_norm` or `projection`, for
+    `projection='linear'` without `distill_input_size`, and as `VMUNet`."""
     def __init__(self, *args,
-                 distill:str='both', # 'none' | 'proj' | 'prog' | 'both'
+                 distill:str='both', # 'none' | 'proj' | 'prog' | 'both' (the rows of Table 3)
                  encoder_teacher:str='decoder', # teacher of the encoder side of L_Proj
                  detach_teacher:bool=True, # no gradient into teacher features
+                 distill_norm:str='none', # Distill of both losses: 'none' (MSE, the paper), 'channel_l2', 'cosine'
+                 projection:str='resize', # Lin of L_Proj: 'resize' (bilinear) or 'linear' (learned map of positions)
+                 distill_input_size:Sequence[int]|None=None, # (H, W) of the training input; needed by projection='linear'
                  **kwargs):
         if distill not in DISTILL_MODES: raise ValueError(f"distill must be one of {DISTILL_MODES}, got {distill!r}")
+        if projection not in PROJECTIONS: raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
         super().__init__(*args, **kwargs)
         self.distill = distill
         self._vmunet_args = (args, kwargs)
         enc_c, dec_c = self.dims, self.dims_decoder
-        self.proj_distill = ProjectionDistillLoss(enc_c, dec_c, encoder_teacher, detach_teacher) if distill in ('proj', 'both') else None
-        self.prog_distill = ProgressiveDistillLoss(enc_c, dec_c, detach_teacher) if distill in ('prog', 'both') else None
+        sizes = None
+        if projection == 'linear' and distill in ('proj', 'both'):
+            if distill_input_size is None or len(distill_input_size) != 2:
+                raise ValueError("projection='linear' learns a map for one input size: give distill_input_size=(H, W) "
+                                 "of the training input (or use projection='resize')")
+            padded = [math.ceil(int(s) / self.divisor) * self.divisor for s in distill_input_size]
+            stride = self.divisor // 2 ** (self.num_levels - 1)                        # the patch size
+            sizes = [tuple(p // stride // 2**l for p in padded) for l in range(self.num_levels)]
+        self.proj_distill = (ProjectionDistillLoss(enc_c, dec_c, encoder_teacher, detach_teacher, projection, sizes, distill_norm)
+                             if distill in ('proj', 'both') else None)
+        self.prog_distill = ProgressiveDistillLoss(enc_c, dec_c, detach_teacher, distill_norm) if distill in ('prog', 'both') else None
 
     def forward(self, x:torch.Tensor, # (B, in_channels, H, W)
                 return_aux:bool=False, # return a DistillOutput (with the distillation terms in training mode)
@@ -179,6 +250,9 @@ class DistillTotalLoss(nn.Module):
 from .vmunet import PRESETS as _VM_PRESETS
 
 PRESETS: dict[str, dict] = {name: dict(p, distill='both') for name, p in _VM_PRESETS.items()}   # 'paper', 'small', 'tiny'
+# Table 4 (22.63 M, 3.65 G): VM-UNet with one VSS block fewer at width 768 and one fewer at 192 (the count cannot tell
+# which stage loses them; here the decoder, so that the encoder is VM-UNet's and takes VMamba-S weights as it does)
+PRESETS['paper-table4'] = dict(_VM_PRESETS['paper'], depths_decoder=(1, 2, 1, 1), distill='both')
 
 def build(spatial_dims:int=2, # must be 2
           in_channels:int=3, # image channels
@@ -194,7 +268,11 @@ def build(spatial_dims:int=2, # must be 2
           distill:str='both', # 'none' | 'proj' | 'prog' | 'both'
           encoder_teacher:str='decoder', # teacher of the encoder side of L_Proj
           detach_teacher:bool=True, # no gradient into teacher features
+          distill_norm:str='none', # Distill: 'none' (MSE), 'channel_l2', 'cosine'
+          projection:str='resize', # Lin of L_Proj: 'resize' or 'linear'
+          distill_input_size:Sequence[int]|None=None, # training input (H, W), for projection='linear'
          ) -> DSVMUNet:
     "Registry entry point: a `DSVMUNet` from keyword arguments (what `build_model('dsvmunet', ...)` calls)."
     return DSVMUNet(spatial_dims, in_channels, out_channels, dims, depths, depths_decoder, d_state, drop_path, patch_size,
-                    pad, backend, distill=distill, encoder_teacher=encoder_teacher, detach_teacher=detach_teacher)
+                    pad, backend, distill=distill, encoder_teacher=encoder_teacher, detach_teacher=detach_teacher,
+                    distill_norm=distill_norm, projection=projection, distill_input_size=distill_input_size)

@@ -222,7 +222,8 @@ class UpConv(nn.Module):
 
 # %% ../../nbs/15_lgmsnet.ipynb #abe6fc0b
 class LGMSNet(nn.Module):
-    """LGMSNet (Dong et al., ECAI 2025; `../shared/papers/004_08529eb69f8ef9a7.txt` §3.3, Fig. 3), for 2D and 3D.
+    """LGMSNet (Dong et al., *Thinning a Medical Image Segmentation Model via Dual-Level Multiscale Fusion*, ECAI 2025;
+    §3.3, Fig. 3), for 2D and 3D.
 
     Stem 3×3 conv, three LMS stages (LMS block at the incoming width + 1×1 conv to the stage width) at 1, 1/2, 1/4,
     GMS blocks at 1/8 and 1/16 (max-pooling ×4 between stages); the decoder upsamples by linear interpolation + 3×3 conv,

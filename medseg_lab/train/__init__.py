@@ -28,6 +28,16 @@ EVAL_METRICS = ('dice', 'iou', 'sensitivity', 'specificity', 'accuracy', 'hd95')
 def _one_of(value, valid, what):
     if value not in valid: raise ValueError(f"Unknown {what} {value!r}; valid: {', '.join(map(str, valid))}")
 
+def _build_loss(name:str, options:dict) -> nn.Module:
+    "The loss class of `name` built with `options`; unknown options raise listing the valid ones."
+    import inspect
+    from medseg_lab import losses as L
+    cls = {'cedice': L.CeDiceLoss, 'bcedice': L.BceDiceLoss, 'dice': L.DiceLoss, 'ce': nn.CrossEntropyLoss}[name]
+    valid = list(inspect.signature(cls).parameters)
+    unknown = sorted(set(options) - set(valid))
+    if unknown: raise ValueError(f"Unknown option(s) {unknown} for loss {name!r}; valid: {', '.join(valid)}")
+    return cls(**options)
+
 def _shown(value) -> str:
     "A value as an error message shows it: the repr and, when that could mislead, its type."
     if isinstance(value, str): return f"the string {value!r}"
@@ -112,6 +122,7 @@ def _check_values(cfg):
         raise ValueError("Nesterov SGD needs momentum > 0 (set nesterov=False or momentum e.g. 0.99)")
     _one_of(cfg.optimizer, OPTIMIZERS, 'optimizer'); _one_of(cfg.schedule, SCHEDULES, 'schedule')
     _one_of(cfg.loss, LOSSES, 'loss'); _check_data(cfg)
+    _build_loss(cfg.loss, cfg.loss_kwargs)                       # unknown or invalid loss options fail now
     _one_of(cfg.spatial_dims, (2, 3), 'spatial_dims')
     if cfg.distill is not None: _one_of(cfg.distill, DISTILL_MODES, 'distill')
     if not cfg.eval_metrics: raise ValueError(f"eval_metrics must name at least one of {', '.join(EVAL_METRICS)}")
@@ -159,6 +170,7 @@ class TrainConfig:
     eta_min:float=0.0 # cosine minimum learning rate
     warmup:int=0 # linear warm-up iterations before the schedule
     loss:str='cedice' # 'cedice' | 'bcedice' | 'dice' | 'ce'
+    loss_kwargs:dict=field(default_factory=dict) # options of that loss (include_background, lambda_bce, batch_dice ...)
     deep_supervision:bool=False # train the model's auxiliary logits too (`DeepSupervisionLoss`)
     distill:str|None=None # None: the model's own heads (DSVM-UNet: 'both'), or 'none' | 'proj' | 'prog' | 'both'
     distill_alpha:float=1.0 # weight α of L_proj (DSVM-UNet Eq. 5)
@@ -186,6 +198,7 @@ class TrainConfig:
         for f in fields(self): setattr(self, f.name, _check_typed(f.name, getattr(self, f.name), hints[f.name]))
         self.model_kwargs = _json_values('model_kwargs', self.model_kwargs)
         self.data_kwargs = _json_values('data_kwargs', self.data_kwargs)
+        self.loss_kwargs = _json_values('loss_kwargs', self.loss_kwargs)
         if self.name is None: self.name = '-'.join(str(p) for p in (self.model, self.preset, data_label(self.data)) if p)
         _check_values(self)
         return self
@@ -245,12 +258,15 @@ def _check_data(cfg):
 # %% ../../nbs/30_train.ipynb #1392ff0e
 TRAIN_PRESETS: dict[str, dict] = {
     'mmunet-paper': dict(optimizer='sgd', momentum=0.99, nesterov=True, lr=1e-3, schedule='poly', poly_power=0.9,
-                         weight_decay=3e-5, loss='cedice', deep_supervision=True, epochs=1000, iters_per_epoch=250,
-                         batch_size=2, grad_clip=12.0),
+                         weight_decay=3e-5, loss='cedice', loss_kwargs=dict(include_background=False),
+                         deep_supervision=True, epochs=1000, iters_per_epoch=250, batch_size=2, grad_clip=12.0),
     'dsvmunet-paper': dict(optimizer='adamw', lr=1e-3, schedule='cosine', t_max=50, eta_min=1e-5, epochs=300,
                            batch_size=32, loss='bcedice', distill='both', distill_alpha=1.0, distill_beta=0.5),
     'cnmunet-paper': dict(optimizer='adamw', lr=1e-3, schedule='cosine', t_max=50, eta_min=1e-5, epochs=300,
                           batch_size=8),
+    'lgmsnet-paper': dict(optimizer='sgd', momentum=0.9, nesterov=False, lr=0.02, schedule='poly', poly_power=0.9,
+                          weight_decay=1e-4, loss='bcedice', loss_kwargs=dict(lambda_bce=0.5, lambda_dice=1.0),
+                          epochs=500, batch_size=16, grad_clip=None),
 }
 
 # %% ../../nbs/30_train.ipynb #07b34ec5
@@ -295,12 +311,13 @@ def make_scheduler(optimizer:torch.optim.Optimizer, # the optimiser whose learni
 # %% ../../nbs/30_train.ipynb #1b9251a3
 def make_loss(name:str='cedice', # 'cedice' | 'bcedice' | 'dice' | 'ce'
               deep_supervision:bool=False, # wrap in DeepSupervisionLoss (input: SegOutput or list of logits)
+              **options, # constructor options of that loss, e.g. include_background=False, lambda_bce=0.5
              ) -> nn.Module:
     "The training loss by name, as a module `loss(logits_or_SegOutput, label_map)`."
     _one_of(name, LOSSES, 'loss')
-    from medseg_lab import losses as L
-    loss = {'cedice': L.CeDiceLoss, 'bcedice': L.BceDiceLoss, 'dice': L.DiceLoss, 'ce': nn.CrossEntropyLoss}[name]()
-    return L.DeepSupervisionLoss(loss) if deep_supervision else loss
+    loss = _build_loss(name, options)
+    from medseg_lab.losses import DeepSupervisionLoss
+    return DeepSupervisionLoss(loss) if deep_supervision else loss
 
 # %% ../../nbs/30_train.ipynb #dbf8ca09
 from .evaluation import *

@@ -333,7 +333,8 @@ def _prepare(cfg:TrainConfig, rank:int, world:int, device:torch.device, from_scr
         if importlib.util.find_spec('medseg_lab.tta') is not None:
             s.sliding = dict(roi_size=tuple(roi), overlap=0.5)
         else: s.notes.append("medseg_lab.tta is not available: validation and test use whole-volume inference")
-    s.loss_fn, s.val_loss_fn = make_loss(cfg.loss, cfg.deep_supervision).to(device), make_loss(cfg.loss).to(device)
+    s.loss_fn = make_loss(cfg.loss, cfg.deep_supervision, **cfg.loss_kwargs).to(device)
+    s.val_loss_fn = make_loss(cfg.loss, **cfg.loss_kwargs).to(device)
     if s.dmode != 'none':
         from medseg_lab.losses import DistillTotalLoss
         s.loss_fn = DistillTotalLoss(s.loss_fn, cfg.distill_alpha, cfg.distill_beta).to(device)
