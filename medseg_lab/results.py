@@ -10,7 +10,7 @@ import torch
 from .core import atomic_write_text
 
 # %% auto #0
-__all__ = ['results_dir', 'save_results', 'load_results', 'provenance']
+__all__ = ['results_dir', 'save_results', 'load_results', 'provenance', 'results_or_note']
 
 # %% ../nbs/06_results.ipynb #3540288a
 def results_dir() -> Path:
@@ -98,3 +98,17 @@ def provenance(rec:dict) -> str:
     return (f"_Measured {rec.get('date_utc')} by `{rec.get('command')}` on {m.get('cpu')}, {m.get('cores')} cores "
             f"({m.get('torch_threads')} torch threads{', ' + m['cuda'] if m.get('cuda') else ''}), torch {m.get('torch')}, "
             f"commit {str(rec.get('commit'))[:12]}._")
+
+# %% ../nbs/06_results.ipynb #r0n0te02
+def results_or_note(notebook:str, # the notebook's stem, as for `load_results`
+                    command:str|None=None, # how to write the file (None: `make reproduce NB=...` of a demo)
+                    folder=None, # where to read (None: `results_dir()`)
+                   ) -> dict|None:
+    "`load_results(notebook)`, or None after displaying a note that says the file is missing and how to write it."
+    try: return load_results(notebook, folder)
+    except FileNotFoundError:
+        from IPython.display import Markdown, display
+        cmd = command or f'make reproduce NB=nbs/demos/{notebook}.ipynb'
+        display(Markdown(f"*Not measured yet: `nbs/results/{notebook}.json` is missing; `{cmd}` writes it, "
+                         f"and this cell then shows its tables.*"))
+        return None

@@ -105,7 +105,7 @@ def _flip_groups(t, flags):
     g = len(flags)
     mask = torch.tensor(flags, device=t.device)
     if t.ndim == 3 and g == 1: return t.flip(-1)                             # one group: the whole tensor
-    tg = t if t.ndim == 4 else t.reshape(t.shape[0], g, -1, t.shape[-1])
+    tg = t if t.ndim == 4 else t.reshape(t.shape[0], g, t.shape[1] // g, t.shape[-1])   # no -1: batch 0 is valid here
     return torch.where(mask[None, :, None, None], tg.flip(-1), tg).reshape(t.shape)
 
 # %% ../nbs/05_ssm.ipynb #687b68b5

@@ -27,7 +27,7 @@ def test_probe_sees_the_activations():
     # unet tiny at 256^2: >= 8 channels x 65,536 pixels x 4 bytes per full-resolution map, a dozen such maps and their
     # gradients per image: at least 100 MiB more for 15 more images
     assert sixteen["peak"] - one["peak"] > 100 * 2**20, (one, sixteen)
-    assert one["after_import"] < one["after_build"] <= one["peak"]
+    assert one["after_import"] <= one["after_build"] <= one["peak"]   # a tiny model may not move RSS by a page
     assert one["params"] == sixteen["params"] > 0
 
 
