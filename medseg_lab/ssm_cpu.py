@@ -4,7 +4,7 @@
 
 # %% ../nbs/05b_ssm_cpu.ipynb #8a355923
 from __future__ import annotations
-import hashlib, math, os, shutil, sys, time
+import contextlib, hashlib, math, os, shutil, sys, time
 import torch
 from .ssm import _check_scan_inputs, _compute_dtype, _check_stable, _reverse_flags
 
@@ -355,6 +355,29 @@ def _cpu_kernel_flags():
     except OSError: pass
     return flags
 
+def _kernel_build_dir(name:str) -> str:
+    "Where torch's `load_inline` builds `name`: `$TORCH_EXTENSIONS_DIR`, else torch's default under the user cache."
+    base = os.environ.get('TORCH_EXTENSIONS_DIR')
+    if not base:
+        cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+        base = os.path.join(cache, 'torch_extensions', f'py{sys.version_info[0]}{sys.version_info[1]}_cpu')
+    return os.path.join(base, name)
+
+@contextlib.contextmanager
+def _build_lock(build_dir:str):
+    """Hold an OS lock (flock on `<build_dir>.lock`) while the kernel is built or loaded. torch serialises builds with
+    a plain `lock` file in the build folder, which stays behind when the building process is killed, and every later
+    process then waits for it forever; an flock dies with its holder, and whoever holds it removes such a leftover."""
+    import fcntl
+    os.makedirs(build_dir, exist_ok=True)
+    with open(build_dir + '.lock', 'a') as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            stale = os.path.join(build_dir, 'lock')
+            if os.path.exists(stale): os.remove(stale)   # a killed build's: no one else can be building now
+            yield build_dir
+        finally: fcntl.flock(fh, fcntl.LOCK_UN)
+
 def _load_cpu_kernel():
     "Compile (or load torch's cached build of) the selective-scan kernels; raises on any failure."
     from torch.utils.cpp_extension import load_inline
@@ -363,8 +386,11 @@ def _load_cpu_kernel():
         os.environ['PATH'] = venv_bin + os.pathsep + os.environ.get('PATH', '')
     flags = _cpu_kernel_flags()
     key = hashlib.sha1('\n'.join([_CPU_KERNEL_SRC, *flags, torch.__version__]).encode()).hexdigest()[:12]
-    return load_inline(f'medseg_lab_scan_{key}', [_CPU_KERNEL_SRC], extra_cflags=flags, extra_ldflags=['-fopenmp'],
-                       functions=['selective_scan_fwd', 'selective_scan_bwd'], verbose=False)
+    name = f'medseg_lab_scan_{key}'
+    with _build_lock(_kernel_build_dir(name)) as build_dir:
+        return load_inline(name, [_CPU_KERNEL_SRC], extra_cflags=flags, extra_ldflags=['-fopenmp'],
+                           functions=['selective_scan_fwd', 'selective_scan_bwd'], build_directory=build_dir,
+                           verbose=False)
 
 # %% ../nbs/05b_ssm_cpu.ipynb #d507a1b1
 def cpu_kernel(build:bool=True, # compile (or load from torch's cache) if not loaded yet
