@@ -128,17 +128,21 @@ define no_kernel_optout
 	  echo "CI must test the compiled CPU kernel: unset MEDSEG_LAB_NO_CPU_KERNEL"; exit 1; fi
 endef
 
+# nbtest takes ~10 min on 2 cores; a notebook that hangs (a lock never released, a kernel never answering) stops it
+# here, with the notebooks still running named in the log, instead of running into the CI limit
+NBTEST_TIMEOUT ?= 50m
 ## nbtest: every notebook (library, demos/, experiments/ with their parameters-cell defaults), slow/gpu/gui cells left out
 nbtest: $(READY)
 	$(no_kernel_optout)
 	rm -rf $(TEST_CACHE)/nbtest && mkdir -p $(TEST_CACHE)/nbtest
-	MEDSEG_LAB_CACHE=$(TEST_CACHE)/nbtest OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
-	  $(BIN)/nbdev_test --n_workers 2 --timing --skip_folder_re '^[_.]'
+	MEDSEG_LAB_CACHE=$(TEST_CACHE)/nbtest OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1 \
+	  timeout -k 30 $(NBTEST_TIMEOUT) $(BIN)/nbdev_test --n_workers 2 --timing --do_print --skip_folder_re '^[_.]' \
+	  || { rc=$$?; [ $$rc -eq 124 ] && echo "nbtest: stopped after $(NBTEST_TIMEOUT): a notebook above has 'Starting' without '- Completed'"; exit $$rc; }
 
 pytest: $(READY) $(SYSDEPS)
 	$(no_kernel_optout)
 	rm -rf $(TEST_CACHE)/pytest && mkdir -p $(TEST_CACHE)/pytest
-	MEDSEG_LAB_TEST_CACHE=$(TEST_CACHE)/pytest $(BIN)/pytest tests -q -p no:cacheprovider -p no:napari
+	MEDSEG_LAB_TEST_CACHE=$(TEST_CACHE)/pytest $(BIN)/pytest tests -q -p no:cacheprovider -p no:napari --timeout 900 --durations 15
 
 ## execute: run the notebooks in their CI setting (slow/gpu cells left out, napari cells under Xvfb) and write them back
 ## WITH outputs and the hash of their code (tests/test_notebooks.py checks it); NB="nbs/10_unet.ipynb nbs/demos" for a
