@@ -26,7 +26,7 @@ def _pos_int(name, v, minimum=1):
     return v
 
 class FuseDecoder(nn.Module):
-    """FuseUNet's decoder (000_e323902fa891fc17, Algorithm 1, Table 6): an nmODE memory flow over the skips of any encoder.
+    """FuseUNet's decoder (He et al., ICML 2025, arXiv:2506.05821, Algorithm 1, Table 6): an nmODE memory flow over the skips of any encoder.
 
     Args:
         spatial_dims: 2 or 3. skip_channels: channels of the encoder's skips, **highest resolution first** (as encoders
@@ -152,7 +152,7 @@ class PlainConvDecoder(nn.Module):
 
 # %% ../../nbs/11_fuseunet.ipynb #6a60438a
 class FuseUNet(nn.Module):
-    """FuseUNet (000_e323902fa891fc17) on an nnU-Net-like plain conv encoder, 2D or 3D; `fuse=False` gives the plain U-Net decoder.
+    """FuseUNet (He et al., ICML 2025, arXiv:2506.05821) on an nnU-Net-like plain conv encoder, 2D or 3D; `fuse=False` gives the plain U-Net decoder.
 
     Args:
         spatial_dims: 2 or 3. in_channels, out_channels: image channels and classes N (logits, no activation).
@@ -278,7 +278,7 @@ class UNETREncoder(nn.Module):
         return [self.encoder1(x), self.encoder2(a), self.encoder3(b), self.encoder4(c), self.proj_feat(z)]
 
 class FuseUNETR(nn.Module):
-    """FuseUNet (000_e323902fa891fc17) on UNETR's encoder (MONAI blocks); `fuse=False` gives MONAI's UNETR decoder.
+    """FuseUNet (He et al., ICML 2025, arXiv:2506.05821) on UNETR's encoder (MONAI blocks); `fuse=False` gives MONAI's UNETR decoder.
 
     Args:
         spatial_dims, in_channels, out_channels: as everywhere (UNETR on MSD brain tumour: 3, 4, 3).
@@ -389,7 +389,7 @@ class UltraLightEncoder(nn.Module):
         return [*(self.bridge(ts) if self.bridge is not None else ts), z]
 
 class FuseUltraLight(nn.Module):
-    """FuseUNet (000_e323902fa891fc17) on UltraLight VM-UNet's encoder (2D); `fuse=False` gives UltraLight VM-UNet's decoder.
+    """FuseUNet (He et al., ICML 2025, arXiv:2506.05821) on UltraLight VM-UNet's encoder (2D); `fuse=False` gives UltraLight VM-UNet's decoder.
 
     Args:
         spatial_dims: must be 2. in_channels, out_channels: image channels, classes N (ISIC: 3, 1 sigmoid logit).

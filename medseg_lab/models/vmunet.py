@@ -237,7 +237,7 @@ class VMUNet(nn.Module):
 
 # %% ../../nbs/14_vmunet.ipynb #e3adb871
 PRESETS: dict[str, dict] = {
-    # VM-UNet's shipped ISIC config (official_code_facts §4; DSVM-UNet Table 4: 27.42 M): 27,427,561 parameters
+    # VM-UNet's shipped ISIC config (JCruan519/VM-UNet; DSVM-UNet Table 4: 27.42 M): 27,427,561 parameters
     "paper": dict(spatial_dims=2, in_channels=3, out_channels=1, dims=(96, 192, 384, 768), depths=(2, 2, 2, 2),
                   depths_decoder=(2, 2, 2, 1), d_state=16, drop_path=0.2),
     # CPU demos and `make run`: the paper's depths at a third of the width (not VMamba-S, which is the 96-wide paper preset)
