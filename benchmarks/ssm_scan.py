@@ -23,8 +23,9 @@ allocates — the output, the inputs' gradients, saved states, temporaries and a
 and not the gradient arriving at the output (allocated before the call, like the inputs: it is the caller's).
 Ratios, never timed asserts.
 """
-import argparse, datetime, importlib.util, json, math, os, platform, subprocess, sys, time
+import argparse, importlib.util, json, math, os, platform, subprocess, sys, time
 import torch
+from _provenance import load_average, provenance   # benchmarks/_provenance.py
 from medseg_lab.ssm import selective_scan, selective_scan_reference
 from medseg_lab.ssm_cpu import cpu_kernel, cpu_kernel_status
 
@@ -150,14 +151,6 @@ def table(rows, paths, fwd_only):
                       if r['ref_fwd_bwd_extrapolated_from_L'] else ''))
     return out
 
-def provenance():
-    "When, where and from which commit: the UTC date, the machine, the git commit, the load average at the end."
-    from medseg_lab.results import _machine, _commit
-    try: load = tuple(round(v, 2) for v in os.getloadavg())
-    except OSError: load = None
-    return dict(date_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-                machine=_machine(), commit=_commit(os.path.dirname(os.path.abspath(__file__))), load_average=load)
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--shapes', nargs='+', default=['64,64,16,672', '1,192,16,4096', '1,192,16,32768', '2,96,16,16384'],
@@ -182,8 +175,7 @@ def main():
         base = lambda **kw: mod.selective_scan(**kw, backend='torch')
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
              f"{platform.processor() or platform.machine()}"]
-    try: lines.append(f"load average before: {tuple(round(v, 2) for v in os.getloadavg())}")
-    except OSError: pass
+    if (la := load_average()) is not None: lines.append(f"load average before: {la}")
     t = time.perf_counter(); kmod = cpu_kernel(); kload = time.perf_counter() - t
     lines.append(f"compiled CPU kernel: {cpu_kernel_status()} (this process: {kload:.1f} s)")
     print('\n'.join(lines), flush=True)
@@ -196,8 +188,7 @@ def main():
     if base is not None:
         out += [''] + [f"L={r['L']}: torch forward {r['baseline_torch_fwd_s']:.4f} s with {a.baseline_module} -> "
                        f"{r['torch_fwd_s']:.4f} s now" for r in rows]
-    try: out.append(f"load average after: {tuple(round(v, 2) for v in os.getloadavg())}")
-    except OSError: pass
+    if (la := load_average()) is not None: out.append(f"load average after: {la}")
     out.append('targets: kernel fwd+bwd >= 5x the torch path at (64, 64, 16, 672) and >= 60x the reference at '
                '(1, 192, 16, 32768); fwd+bwd peak <= 0.25 of the full (B, D, N, L) float32 tensor')
     print('\n' + '\n'.join(out))

@@ -18,8 +18,9 @@ Shares are of the profiled step's wall time. With `--torch-scan` the Mamba model
 CPU kernel disabled (`MEDSEG_LAB_NO_CPU_KERNEL=1` at run time: the chunked PyTorch scan), in the same rounds.
 Ratios, never timed asserts.
 """
-import argparse, datetime, json, os, platform, statistics, sys, time
+import argparse, json, os, platform, statistics, sys, time
 import torch
+from _provenance import load_average, provenance   # benchmarks/_provenance.py
 from medseg_lab.models import MODELS, PRESETS, build_model
 from medseg_lab.train import make_loss, distill_mode
 from medseg_lab.losses import DistillTotalLoss
@@ -96,14 +97,6 @@ def run_setting(label, dims, names, x, y, classes, rounds, torch_scan):
     for k in live: rows[k]['ratio_vs_unet'] = rows[k]['step_s'] / base if base else None
     return list(rows.values())
 
-def provenance():
-    "When, where and from which commit: the UTC date, the machine, the git commit, the load average at the end."
-    from medseg_lab.results import _machine, _commit
-    try: load = tuple(round(v, 2) for v in os.getloadavg())
-    except OSError: load = None
-    return dict(date_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-                machine=_machine(), commit=_commit(os.path.dirname(os.path.abspath(__file__))), load_average=load)
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--models', nargs='+', default=list(MODELS), help='registered model names (default: all)')
@@ -122,16 +115,14 @@ def main():
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
              f"{platform.processor() or platform.machine()}"]
     t = time.perf_counter(); cpu_kernel(); lines.append(f"compiled CPU kernel: {cpu_kernel_status()} ({time.perf_counter() - t:.1f} s)")
-    try: lines.append(f"load average before: {tuple(round(v, 2) for v in os.getloadavg())}")
-    except OSError: pass
+    if (la := load_average()) is not None: lines.append(f"load average before: {la}")
     print('\n'.join(lines), flush=True)
     x, y, classes = batch_2d(a.batch_2d, tuple(a.size_2d))
     rows = run_setting(f'2D {a.batch_2d}x1x{a.size_2d[0]}x{a.size_2d[1]}', 2, names, x, y, classes, a.rounds, a.torch_scan)
     if not a.no_3d:
         x, y, classes = batch_3d(a.batch_3d, a.side_3d)
         rows += run_setting(f'3D {a.batch_3d}x1x{a.side_3d}^3', 3, names, x, y, classes, a.rounds, a.torch_scan)
-    try: lines.append(f"load average after: {tuple(round(v, 2) for v in os.getloadavg())}")
-    except OSError: pass
+    if (la := load_average()) is not None: lines.append(f"load average after: {la}")
     head = f"{'setting':18s} {'model':9s} {'preset':6s} {'scan':10s} | {'step s':>7s} {'x UNet':>7s} | {'scan':>5s} {'conv':>5s} {'optim':>5s} {'other':>5s}"
     table = [head, '-' * len(head)]
     for r in rows:
