@@ -97,13 +97,16 @@ zoo: $(READY)
 	if [ $$rc -ne 0 ]; then echo "make zoo: the model zoo FAILED (exit $$rc): see the notebook above"; fi; \
 	exit $$rc
 
-## readme-results: the latest zoo table (runs/model_zoo-*/zoo_results.md) into README's results section
-readme-results: $(READY)
+## readme-results: the latest zoo table (runs/model_zoo-*/zoo_results.md) into nbs/results/model_zoo.json, from which
+## the README's results section is rendered (nbs/index.ipynb re-executed, README regenerated)
+readme-results: $(READY) $(SYSDEPS)
 	@zoo=$$(ls -td $(RUNS)/model_zoo-*/ 2>/dev/null | head -1); \
 	if [ -z "$$zoo" ] || [ ! -f "$$zoo"zoo_results.md ]; then echo "no zoo results under $(RUNS): run 'make zoo' first"; exit 1; fi; \
-	$(PY) -c "import sys; from medseg_lab.sweep import write_between_markers as w; w('nbs/index.ipynb', open(sys.argv[1]).read(), 'results')" "$$zoo"zoo_results.md; \
-	$(BIN)/nbdev_clean --fname nbs/index.ipynb; \
-	echo "README results section: $${zoo}zoo_results.md"
+	$(PY) -c "import sys, json; from medseg_lab.results import save_results as s; \
+	  s('model_zoo', dict(markdown=open(sys.argv[1] + 'zoo_results.md').read(), zoo_folder=sys.argv[1].rstrip('/').split('/')[-1]), \
+	    command='make zoo && make readme-results', folder='nbs/results')" "$$zoo"; \
+	echo "nbs/results/model_zoo.json: $${zoo}zoo_results.md"
+	$(PY) scripts/nbexec.py nbs/index.ipynb
 	$(MAKE) readme
 
 ## test: exported package == notebooks, every notebook runs (nbdev_test), then pytest
