@@ -256,8 +256,7 @@ class CNMUNet(nn.Module):
             self.decoder = CNMBlock(
                 spatial_dims, memory_channels, img_size, t_end, first_step, method, rtol, atol, adjoint, max_num_steps
             )
-        else:
-            self.decoder = EEDDecoder(spatial_dims, memory_channels, len(features), eed_step)
+        else: self.decoder = EEDDecoder(spatial_dims, memory_channels, len(features), eed_step)
         self.head_act = get_act(head_act)
         self.head = get_conv(spatial_dims)(memory_channels, out_channels, kernel_size=1)
 
