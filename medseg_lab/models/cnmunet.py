@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core import (prepare_input, get_conv, get_norm, get_act, interp_mode, check_input, pad_to_divisor, crop_spatial, SegOutput)
+from ..core import (prepare_input, get_conv, get_norm, get_act, interp_mode, check_input, pad_to_divisor,
+                             crop_spatial, SegOutput)
 from .unet import UNetEncoder, UNet, DoubleConv
 from ..ode import solve_continuous
 
@@ -94,7 +95,8 @@ def dt_reading(dt:float=0.05, # the paper's Δt
                t_end:float=1.0, # end time for the 'paper' reading (not given in the paper: our assumption)
               ) -> dict:
     "Solver settings `{'t_end', 'first_step'}` for one reading of the CNM-UNet Δt."
-    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0): raise ValueError(f"dt must be a positive number, got {dt!r}")
+    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a positive number, got {dt!r}")
     if reading == "official": return dict(t_end=float(dt), first_step=None)
     if reading == "paper": return dict(t_end=float(t_end), first_step=float(dt))
     raise ValueError(f"reading must be 'official' or 'paper', got {reading!r}")
@@ -108,7 +110,8 @@ class CNMBlock(nn.Module):
                  img_size:Sequence[int], # reference size of γ
                  t_end:float=0.05, # T: integrate over [0, T] (official reading of Δt)
                  first_step:float|None=None, # initial step of an adaptive method (paper reading of Δt); None: automatic
-                 method:str="dopri5", # torchdiffeq method (adaptive 'dopri5', or fixed-grid 'euler', 'rk4' … with first_step as the step)
+                 # torchdiffeq method: adaptive 'dopri5', or fixed-grid 'euler', 'rk4' … with first_step as the step
+                 method:str="dopri5",
                  rtol:float=1e-3, # relative tolerance
                  atol:float=1e-4, # absolute tolerance
                  adjoint:bool=True, # adjoint back-propagation (O(1) memory in the number of steps)
@@ -136,7 +139,8 @@ class CNMBlock(nn.Module):
 
     @torch.no_grad()
     def update_f_stats(self, y0:torch.Tensor, yT:torch.Tensor):
-        "Fold one batch's per-channel mean and variance of f (over batch and space) into the record, momentum m (Eq. 3)."
+        """Fold one batch's per-channel mean and variance of f (over batch and space) into the record,
+        momentum m (Eq. 3)."""
         if y0.shape[0] == 0: return                     # an empty batch has no statistics: the record stays as it is
         for i, f in enumerate(self.f_values(y0.detach(), yT.detach())):
             dims = (0, *range(2, f.ndim))
@@ -166,7 +170,8 @@ class CNMBlock(nn.Module):
 
 # %% ../../nbs/12_cnmunet.ipynb #88dba3e5
 class EEDDecoder(nn.Module):
-    "Explicit-Euler nmODE decoder: memory y from 0, one step per skip (deepest first), y += δ(−y + sin²(y + x̂_i)), then BN."
+    """Explicit-Euler nmODE decoder: memory y from 0, one step per skip (deepest first), y += δ(−y + sin²(y + x̂_i)),
+    then BN."""
     def __init__(self,
                  spatial_dims:int, # 2 or 3
                  channels:int, # memory width C
@@ -175,7 +180,8 @@ class EEDDecoder(nn.Module):
                 ):
         super().__init__()
         self.step = 1.0 / n_stages if step is None else float(step)
-        if not (math.isfinite(self.step) and self.step > 0): raise ValueError(f"eed_step must be a positive number, got {step!r}")
+        if not (math.isfinite(self.step) and self.step > 0):
+            raise ValueError(f"eed_step must be a positive number, got {step!r}")
         self.post_norm = get_norm("batch", spatial_dims, channels)
         self.nfe = n_stages
 
@@ -189,71 +195,67 @@ class CNMUNet(nn.Module):
     """CNM-UNet (Xu et al., AAAI 2026, Fig. 1b): UNet encoder, multi-scale fusion, one continuous nmODE
     block (CNM-Block) as the decoder; with `decoder="eed"` the explicit-Euler nmODE decoder baseline. 2D and 3D.
 
-    Args:
-        spatial_dims: 2 or 3. in_channels, out_channels: image channels and classes (logits, no activation).
-        features: encoder widths, highest resolution first (default 64-128-256-512-512, the UNet encoder).
-        memory_channels: width C of the fused map and of the ODE state (default 3, the paper's).
-        img_size: reference spatial size of γ and of the fusion bias map (an int or one per axis); the training
-            resolution. Other sizes interpolate γ and b. Default 256 per axis in 2D, 64 in 3D.
-        decoder: 'continuous' (CNM-Block, default) or 'eed' (explicit Euler, fixed steps).
-        t_end, first_step: the integration end time T and the initial (adaptive) / fixed step; default T = 0.05,
-            automatic first step (the official reading of Δt = 0.05; `dt_reading` gives the paper's).
-        method, rtol, atol, adjoint, max_num_steps: solver settings for `medseg_lab.ode.solve_continuous`
-            (default dopri5, 1e-3, 1e-4, adjoint on, 1000 steps).
-        fusion_bias: 'map' (default, the paper's b of the fused map's shape), 'channel' or None.
-        eed_step: the Euler step δ of the 'eed' decoder (default 1/L).
-        head_act: activation before the 1×1 head (default 'gelu', the official one).
-        pad: pad inputs to a multiple of 2**(len(features)-1) and crop back (default True); False raises on other sizes.
     Raises:
         ValueError: bad `spatial_dims`, channels, `features`, `decoder`, sizes or solver settings.
     """
     def __init__(self,
                  spatial_dims:int=2, # 2 for slices, 3 for volumes
                  in_channels:int=1, # image channels
-                 out_channels:int=2, # classes (logit channels)
-                 features:Sequence[int]=(64, 128, 256, 512, 512), # encoder widths, bottleneck last
-                 memory_channels:int=3, # C: fused map / ODE state width
-                 img_size:int|Sequence[int]|None=None, # reference size of γ and b (None: 256 in 2D, 64 in 3D)
+                 out_channels:int=2, # classes (logits, no activation)
+                 features:Sequence[int]=(64, 128, 256, 512, 512), # encoder widths, highest resolution first
+                 memory_channels:int=3, # C: width of the fused map and of the ODE state (the paper's 3)
+                 # reference size of γ and of the fusion bias b, an int or one per axis: the training resolution
+                 # (other sizes interpolate γ and b); None: 256 per axis in 2D, 64 in 3D
+                 img_size:int|Sequence[int]|None=None,
                  decoder:str="continuous", # 'continuous' (CNM-Block) or 'eed' (explicit-Euler nmODE decoder)
-                 t_end:float=0.05, # integration end time T
+                 t_end:float=0.05, # integration end time T (the official reading of Δt; `dt_reading` gives the paper's)
                  first_step:float|None=None, # initial step (adaptive) or step (fixed-grid); None: automatic
-                 method:str="dopri5", # torchdiffeq method
+                 method:str="dopri5", # torchdiffeq method (`medseg_lab.ode.solve_continuous`)
                  rtol:float=1e-3, # relative tolerance
                  atol:float=1e-4, # absolute tolerance
                  adjoint:bool=True, # adjoint back-propagation through the solve
                  max_num_steps:int=1000, # solver step cap
-                 fusion_bias:str|None="map", # 'map', 'channel' or None
+                 fusion_bias:str|None="map", # 'map' (the paper's b, shaped like the fused map), 'channel' or None
                  eed_step:float|None=None, # Euler step of the 'eed' decoder (None: 1/L)
                  norm:str|None="batch", # encoder norm name
                  act:str|None="relu", # encoder activation name
-                 head_act:str|None="gelu", # activation before the head
-                 pad:bool=True, # pad to the divisor and crop back
+                 head_act:str|None="gelu", # activation before the 1×1 head (gelu: the official one)
+                 pad:bool=True, # pad to a multiple of 2**(len(features)-1), crop back (False: other sizes raise)
                 ):
         super().__init__()
         if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        for n, v in (('in_channels', in_channels), ('out_channels', out_channels), ('memory_channels', memory_channels)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{n} must be a positive int, got {v!r}")
+        for n, v in (('in_channels', in_channels), ('out_channels', out_channels),
+                     ('memory_channels', memory_channels)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{n} must be a positive int, got {v!r}")
         features = tuple(features)
         if len(features) < 2 or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in features):
             raise ValueError(f"features must be at least 2 positive ints (encoder widths), got {features!r}")
-        if decoder not in ("continuous", "eed"): raise ValueError(f"decoder must be 'continuous' or 'eed', got {decoder!r}")
+        if decoder not in ("continuous", "eed"):
+            raise ValueError(f"decoder must be 'continuous' or 'eed', got {decoder!r}")
         if not (isinstance(t_end, (int, float)) and math.isfinite(t_end) and t_end > 0):
             raise ValueError(f"t_end must be a positive number, got {t_end!r}")
-        if first_step is not None and not (isinstance(first_step, (int, float)) and math.isfinite(first_step) and first_step > 0):
+        if first_step is not None and not (isinstance(first_step, (int, float)) and math.isfinite(first_step)
+                                           and first_step > 0):
             raise ValueError(f"first_step must be a positive number or None, got {first_step!r}")
         if not (rtol > 0 and atol > 0): raise ValueError(f"rtol and atol must be positive, got {rtol!r}, {atol!r}")
-        if not isinstance(max_num_steps, int) or max_num_steps < 1: raise ValueError(f"max_num_steps must be a positive int, got {max_num_steps!r}")
+        if not isinstance(max_num_steps, int) or max_num_steps < 1:
+            raise ValueError(f"max_num_steps must be a positive int, got {max_num_steps!r}")
         from medseg_lab.ode import _ADAPTIVE, _FIXED_GRID
         if method not in _ADAPTIVE and method not in _FIXED_GRID:
             raise ValueError(f"method must be one of {', '.join([*_ADAPTIVE, *_FIXED_GRID])}, got {method!r}")
-        img_size = _as_size(img_size if img_size is not None else (256 if spatial_dims == 2 else 64), spatial_dims, "img_size")
+        img_size = _as_size(img_size if img_size is not None else (256 if spatial_dims == 2 else 64), spatial_dims,
+                            "img_size")
         self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, in_channels, out_channels
         self.features, self.img_size, self.decoder_kind, self.pad = features, img_size, decoder, pad
         self.divisor = 2 ** (len(features) - 1)
         self.encoder = UNetEncoder(spatial_dims, in_channels, features, norm, act, bias=True)
-        self.fusion = MultiScaleFusion(spatial_dims, features, memory_channels, img_size, fusion_bias if decoder == "continuous" else None)
+        self.fusion = MultiScaleFusion(spatial_dims, features, memory_channels, img_size,
+                                       fusion_bias if decoder == "continuous" else None)
         if decoder == "continuous":
-            self.decoder = CNMBlock(spatial_dims, memory_channels, img_size, t_end, first_step, method, rtol, atol, adjoint, max_num_steps)
+            self.decoder = CNMBlock(
+                spatial_dims, memory_channels, img_size, t_end, first_step, method, rtol, atol, adjoint, max_num_steps
+            )
         else: self.decoder = EEDDecoder(spatial_dims, memory_channels, len(features), eed_step)
         self.head_act = get_act(head_act)
         self.head = get_conv(spatial_dims)(memory_channels, out_channels, kernel_size=1)
@@ -298,23 +300,28 @@ class ODEStage(nn.Module):
         self.inp = nn.Sequential(conv1, norm1, act1)
         self.func = _ConvODEFunc(conv2, copy.deepcopy(act1))
         self.out = nn.Sequential(norm2, act2)
-        self.t_end, self.method, self.rtol, self.atol, self.adjoint, self.max_num_steps = t_end, method, rtol, atol, adjoint, max_num_steps
+        self.t_end, self.method, self.rtol, self.atol = t_end, method, rtol, atol
+        self.adjoint, self.max_num_steps = adjoint, max_num_steps
         self.nfe = 0
 
     def forward(self, x):
-        sol, self.nfe = solve_continuous(self.func, self.inp(x), [0.0, self.t_end], method=self.method, adjoint=self.adjoint,
-                                         rtol=self.rtol, atol=self.atol, max_num_steps=self.max_num_steps)
+        sol, self.nfe = solve_continuous(self.func, self.inp(x), [0.0, self.t_end], method=self.method,
+                                         adjoint=self.adjoint, rtol=self.rtol, atol=self.atol,
+                                         max_num_steps=self.max_num_steps)
         return self.out(sol[-1])
 
 class ContinuousUNet(UNet):
-    "The vanilla UNet with every double-conv stage an `ODEStage` (CNM-UNet's 'Continuous UNet' comparator); same parameters."
+    """The vanilla UNet with every double-conv stage an `ODEStage` (CNM-UNet's 'Continuous UNet' comparator); same
+    parameters."""
     def __init__(self, spatial_dims:int=2, in_channels:int=1, out_channels:int=2,
                  features:Sequence[int]=(64, 128, 256, 512, 512), # UNet widths
                  t_end:float=1.0, method:str="dopri5", rtol:float=1e-3, atol:float=1e-4, adjoint:bool=True,
                  max_num_steps:int=1000, norm:str|None="batch", act:str|None="relu", pad:bool=True):
         if not (isinstance(t_end, (int, float)) and math.isfinite(t_end) and t_end > 0):
             raise ValueError(f"t_end must be a positive number, got {t_end!r}")
-        super().__init__(spatial_dims, in_channels, out_channels, tuple(features), norm, act, True, False, pad, "double")
+        super().__init__(
+            spatial_dims, in_channels, out_channels, tuple(features), norm, act, True, False, pad, "double"
+        )
         stages = [n for n, m in self.named_modules() if isinstance(m, DoubleConv)]
         for name in stages:
             parent, _, leaf = name.rpartition('.')
@@ -328,12 +335,15 @@ class ContinuousUNet(UNet):
 
 # %% ../../nbs/12_cnmunet.ipynb #63ec9764
 PRESETS: dict[str, dict] = {
-    # 001, Tables 1-2 (ISIC2018 resolution): 2D, RGB in, one sigmoid logit out, official T = 0.05 and torchdiffeq's default tolerances
+    # CNM-UNet, Tables 1-2 (ISIC2018 resolution): 2D, RGB in, one sigmoid logit out, official T = 0.05 and
+    # torchdiffeq's default tolerances
     "paper": dict(spatial_dims=2, in_channels=3, out_channels=1, features=(64, 128, 256, 512, 512), memory_channels=3,
-                  img_size=256, decoder="continuous", t_end=0.05, first_step=None, method="dopri5", rtol=1e-7, atol=1e-9),
+                  img_size=256, decoder="continuous", t_end=0.05, first_step=None, method="dopri5", rtol=1e-7,
+                  atol=1e-9),
     # the Polyp / Table 1 resolution
-    "paper-352": dict(spatial_dims=2, in_channels=3, out_channels=1, features=(64, 128, 256, 512, 512), memory_channels=3,
-                      img_size=352, decoder="continuous", t_end=0.05, first_step=None, method="dopri5", rtol=1e-7, atol=1e-9),
+    "paper-352": dict(spatial_dims=2, in_channels=3, out_channels=1, features=(64, 128, 256, 512, 512),
+                      memory_channels=3, img_size=352, decoder="continuous", t_end=0.05, first_step=None,
+                      method="dopri5", rtol=1e-7, atol=1e-9),
     # the discrete baseline (Table 1 "DiODE-UNet", Table 2 "UNet (EED)") on the same encoder and fusion
     "eed": dict(spatial_dims=2, in_channels=3, out_channels=1, features=(64, 128, 256, 512, 512), memory_channels=3,
                 decoder="eed"),
@@ -341,7 +351,8 @@ PRESETS: dict[str, dict] = {
     "small": dict(features=(16, 32, 64, 128, 128), memory_channels=3, img_size=128),
     # for tests: 2D or 3D, γ at 32 per axis
     "tiny": dict(features=(8, 16, 32, 64, 64), memory_channels=3, img_size=32),
-    # the Table 1-2 comparator: the vanilla UNet with every block a continuous ODE block (our construction, see ContinuousUNet)
+    # the Table 1-2 comparator: the vanilla UNet with every block a continuous ODE block (our construction, see
+    # ContinuousUNet)
     "continuous-unet": dict(variant="continuous-unet", spatial_dims=2, in_channels=3, out_channels=1,
                             features=(64, 128, 256, 512, 512), t_end=1.0, method="dopri5", rtol=1e-3, atol=1e-4),
 }
@@ -368,14 +379,16 @@ def build(spatial_dims:int=2, # 2 or 3
           pad:bool=True, # pad-and-crop
           variant:str="cnm", # 'cnm' (CNM-UNet / EED) or 'continuous-unet' (every UNet block an ODE block)
          ) -> nn.Module:
-    "Registry entry point: a `CNMUNet` (or the `ContinuousUNet` comparator) from keyword arguments (`build_model('cnmunet', ...)`)."
+    """Registry entry point: a `CNMUNet` (or the `ContinuousUNet` comparator) from keyword arguments
+    (`build_model('cnmunet', ...)`)."""
     if variant == "continuous-unet":
         return ContinuousUNet(spatial_dims, in_channels, out_channels, tuple(features), t_end,
                               method, rtol, atol, adjoint, max_num_steps, norm, act, pad)
     if variant != "cnm": raise ValueError(f"variant must be 'cnm' or 'continuous-unet', got {variant!r}")
     img_size = list(img_size) if isinstance(img_size, (list, tuple)) else img_size      # JSON round trips give lists
     return CNMUNet(spatial_dims, in_channels, out_channels, tuple(features), memory_channels, img_size, decoder, t_end,
-                   first_step, method, rtol, atol, adjoint, max_num_steps, fusion_bias, eed_step, norm, act, head_act, pad)
+                   first_step, method, rtol, atol, adjoint, max_num_steps, fusion_bias, eed_step, norm, act, head_act,
+                   pad)
 
 # %% ../../nbs/12_cnmunet.ipynb #4b90c7e0
 def parameter_breakdown(model:CNMUNet) -> dict:
@@ -386,8 +399,13 @@ def parameter_breakdown(model:CNMUNet) -> dict:
              "fusion weights w_i": model.fusion.weights.numel(),
              "fusion bias b": 0 if model.fusion.bias is None else model.fusion.bias.numel(),
              "BN (block)": sum(p.numel() for n, p in model.decoder.named_parameters() if 'norm' in n),
-             "solver conv C": sum(p.numel() for p in model.decoder.func.conv.parameters()) if hasattr(model.decoder, 'func') else 0,
+             "solver conv C": (sum(p.numel() for p in model.decoder.func.conv.parameters())
+                               if hasattr(model.decoder, 'func') else 0),
              "gamma": model.decoder.func.gamma.numel() if hasattr(model.decoder, 'func') else 0,
              "head": sum(p.numel() for p in model.head.parameters())}
-    return {**parts, "official (leaf modules, thop-style)": leaf, "all parameters": sum(p.numel() for p in model.parameters()),
-            "all but gamma": sum(p.numel() for n, p in model.named_parameters() if 'gamma' not in n)}
+    return {
+        **parts,
+        "official (leaf modules, thop-style)": leaf,
+        "all parameters": sum(p.numel() for p in model.parameters()),
+        "all but gamma": sum(p.numel() for n, p in model.named_parameters() if 'gamma' not in n),
+    }

@@ -26,32 +26,27 @@ def _pos_int(name, v, minimum=1):
     return v
 
 class FuseDecoder(nn.Module):
-    """FuseUNet's decoder (He et al., ICML 2025, arXiv:2506.05821, Algorithm 1, Table 6): an nmODE memory flow over the skips of any encoder.
+    """FuseUNet's decoder (He et al., ICML 2025, arXiv:2506.05821, Algorithm 1, Table 6): an nmODE memory flow over
+    the skips of any encoder.
 
-    Args:
-        spatial_dims: 2 or 3. skip_channels: channels of the encoder's skips, **highest resolution first** (as encoders
-            return them); their number is the stage count L >= 2 (bottleneck included). out_channels: classes N.
-        memory_channels: width M of the memory Y (default 2N, the paper's choice, Table 5).
-        order: maximum Adams step count 1..4 (the paper's "order", Fig. 5 / Table 11; 4 = Algorithm 1).
-        fuse_act: the nmODE's f as an activation name for `get_act` (default 'relu', the nnU-Net backbone's).
-        bias: bias of the g convolutions (nnU-Net: True). deep_supervision: 1×1 heads on Y_2 … Y_L as well.
     Raises:
         ValueError: fewer than 2 skips, non-positive widths, order outside 1..4.
     """
     def __init__(self,
                  spatial_dims:int, # 2 or 3
-                 skip_channels:Sequence[int], # encoder skip widths, highest resolution first (L = len)
+                 skip_channels:Sequence[int], # encoder skip widths, highest resolution first; L = len >= 2
                  out_channels:int, # classes N (logit channels)
-                 memory_channels:int|None=None, # M, width of the memory flow (None: 2N)
-                 order:int=4, # max Adams step count 1..4
-                 fuse_act:str|None='relu', # f in F = -Y + f(Y + g(X))
-                 bias:bool=True, # bias of the g 1×1 convs
-                 deep_supervision:bool=False, # heads on the intermediate memory states too
+                 memory_channels:int|None=None, # M, width of the memory Y (None: 2N, the paper's choice, Table 5)
+                 order:int=4, # max Adams step count 1..4 (the paper's "order", Fig. 5 / Table 11; 4 = Algorithm 1)
+                 fuse_act:str|None='relu', # f in F = -Y + f(Y + g(X)), a `get_act` name (relu: the nnU-Net backbone's)
+                 bias:bool=True, # bias of the g 1×1 convs (nnU-Net: True)
+                 deep_supervision:bool=False, # 1×1 heads on the intermediate memory states Y_2 … Y_L too
                 ):
         super().__init__()
         if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
         skip_channels = tuple(skip_channels)
-        if len(skip_channels) < 2: raise ValueError(f"FuseDecoder needs L >= 2 skips (stages), got {len(skip_channels)}")
+        if len(skip_channels) < 2:
+            raise ValueError(f"FuseDecoder needs L >= 2 skips (stages), got {len(skip_channels)}")
         for c in skip_channels: _pos_int("skip_channels entries", c)
         _pos_int("out_channels", out_channels)
         memory_channels = 2 * out_channels if memory_channels is None else _pos_int("memory_channels", memory_channels)
@@ -69,14 +64,19 @@ class FuseDecoder(nn.Module):
         self.f = get_act(fuse_act)
         if hasattr(self.f, 'inplace'): self.f.inplace = False                   # keep Y + g(X) intact for autograd
         self.head = conv(memory_channels, out_channels, kernel_size=1)
-        self.aux_heads = nn.ModuleList(conv(memory_channels, out_channels, kernel_size=1) for _ in range(L - 1)) if deep_supervision else nn.ModuleList()
+        self.aux_heads = (
+            nn.ModuleList(conv(memory_channels, out_channels, kernel_size=1) for _ in range(L - 1))
+            if deep_supervision
+            else nn.ModuleList()
+        )
 
     def project(self, skips:Sequence[torch.Tensor], size:Sequence[int]) -> list[torch.Tensor]:
         "g(X_i) for every node, bottleneck first: 1×1 conv to M channels, then interpolation to `size`."
         out = []
         for g, x in zip(self.g, reversed(skips)):
             gx = g(x)
-            if tuple(gx.shape[2:]) != tuple(size): gx = F.interpolate(gx, size=tuple(size), mode=self.mode, align_corners=False)
+            if tuple(gx.shape[2:]) != tuple(size):
+                gx = F.interpolate(gx, size=tuple(size), mode=self.mode, align_corners=False)
             out.append(gx)
         return out
 
@@ -89,7 +89,9 @@ class FuseDecoder(nn.Module):
         if len(skips) != self.n_stages: raise ValueError(f"expected {self.n_stages} skips, got {len(skips)}")
         for i, (x, c) in enumerate(zip(skips, self.skip_channels)):
             if x.ndim != self.spatial_dims + 2 or x.shape[1] != c:
-                raise ValueError(f"skip {i} must be (B, {c}, *spatial) with {self.spatial_dims} spatial axes, got {tuple(x.shape)}")
+                raise ValueError(
+                    f"skip {i} must be (B, {c}, *spatial) with {self.spatial_dims} spatial axes, got {tuple(x.shape)}"
+                )
         size = tuple(skips[0].shape[2:]) if size is None else tuple(size)
         G = self.project(skips, size)
         y1 = G[0].new_zeros(G[0].shape)                                          # Y_1 = 0, the empty memory
@@ -114,12 +116,14 @@ class ConvStack(nn.Sequential):
                  norm:str|None='instance', act:str|None='leakyrelu', bias:bool=True, kernel_size:int=3):
         conv, layers = get_conv(spatial_dims), []
         for i in range(n_convs):
-            layers += [conv(in_channels if i == 0 else out_channels, out_channels, kernel_size, stride=stride if i == 0 else 1,
-                            padding=kernel_size // 2, bias=bias), get_norm(norm, spatial_dims, out_channels), get_act(act)]
+            layers += [conv(in_channels if i == 0 else out_channels, out_channels, kernel_size,
+                            stride=stride if i == 0 else 1, padding=kernel_size // 2, bias=bias),
+                       get_norm(norm, spatial_dims, out_channels), get_act(act)]
         super().__init__(*layers)
 
 class PlainConvEncoder(nn.Module):
-    "nnU-Net's plain conv encoder: one `ConvStack` per stage (stride 1 first, then 2); returns the skips, highest resolution first."
+    """nnU-Net's plain conv encoder: one `ConvStack` per stage (stride 1 first, then 2); returns the skips, highest
+    resolution first."""
     def __init__(self, spatial_dims:int, in_channels:int,
                  features:Sequence[int]=(32, 64, 128, 256, 320, 320), # stage widths, bottleneck last
                  n_conv_per_stage:int=2, norm:str|None='instance', act:str|None='leakyrelu', bias:bool=True):
@@ -134,15 +138,18 @@ class PlainConvEncoder(nn.Module):
         return skips
 
 class PlainConvDecoder(nn.Module):
-    "nnU-Net's U-Net decoder: transposed conv ×2 → concat skip → `ConvStack`, from the bottleneck up; outputs deepest first."
+    """nnU-Net's U-Net decoder: transposed conv ×2 → concat skip → `ConvStack`, from the bottleneck up; outputs deepest
+    first."""
     def __init__(self, spatial_dims:int, features:Sequence[int]=(32, 64, 128, 256, 320, 320),
                  n_conv_per_stage:int=2, norm:str|None='instance', act:str|None='leakyrelu', bias:bool=True):
         super().__init__()
         f = list(features)
         self.up = nn.ModuleList(get_conv_transpose(spatial_dims)(f[s], f[s - 1], kernel_size=2, stride=2, bias=bias)
                                 for s in range(len(f) - 1, 0, -1))
-        self.stages = nn.ModuleList(ConvStack(spatial_dims, 2 * f[s - 1], f[s - 1], n_conv_per_stage, 1, norm, act, bias)
-                                    for s in range(len(f) - 1, 0, -1))
+        self.stages = nn.ModuleList(
+            ConvStack(spatial_dims, 2 * f[s - 1], f[s - 1], n_conv_per_stage, 1, norm, act, bias)
+            for s in range(len(f) - 1, 0, -1)
+        )
         self.out_channels = [f[s - 1] for s in range(len(f) - 1, 0, -1)]
     def forward(self, skips:list[torch.Tensor]) -> list[torch.Tensor]:
         x, outs = skips[-1], []
@@ -152,40 +159,34 @@ class PlainConvDecoder(nn.Module):
 
 # %% ../../nbs/11_fuseunet.ipynb #6a60438a
 class FuseUNet(nn.Module):
-    """FuseUNet (He et al., ICML 2025, arXiv:2506.05821) on an nnU-Net-like plain conv encoder, 2D or 3D; `fuse=False` gives the plain U-Net decoder.
+    """FuseUNet (He et al., ICML 2025, arXiv:2506.05821) on an nnU-Net-like plain conv encoder, 2D or 3D;
+    `fuse=False` gives the plain U-Net decoder.
 
-    Args:
-        spatial_dims: 2 or 3. in_channels, out_channels: image channels and classes N (logits, no activation).
-        features: encoder widths, highest resolution first, bottleneck last (L = len >= 2); default nnU-Net's 32-64-128-256-320-320.
-        n_conv_per_stage: convs per encoder (and plain-decoder) stage, default 2. norm, act, bias: encoder blocks
-            (default 'instance', 'leakyrelu', True, as nnU-Net).
-        fuse: True for the FuseUNet decoder (default), False for nnU-Net's plain decoder (the comparison).
-        memory_channels: memory width M (default 2N). order: max Adams step count 1..4 (default 4, Algorithm 1).
-        fuse_act: f of the nmODE (default 'relu'). deep_supervision: aux heads (fuse: on Y_L … Y_2 at full resolution,
-            latest first; plain: on the lower decoder stages, highest resolution first).
-        pad: pad inputs to a multiple of 2**(L-1) and crop back (default True); with False indivisible sizes raise.
     Raises:
         ValueError: bad `spatial_dims`, channels, `features`, `order`, `memory_channels`.
     """
     def __init__(self,
                  spatial_dims:int=2, # 2 for slices, 3 for volumes
                  in_channels:int=1, # image channels
-                 out_channels:int=2, # classes N, background included
-                 features:Sequence[int]=(32, 64, 128, 256, 320, 320), # encoder widths, bottleneck last
-                 n_conv_per_stage:int=2, # convs per stage
+                 out_channels:int=2, # classes N, background included (logits, no activation)
+                 features:Sequence[int]=(32, 64, 128, 256, 320, 320), # L >= 2 widths, full resolution first
+                 n_conv_per_stage:int=2, # convs per encoder (and plain-decoder) stage
                  norm:str|None='instance', # encoder norm
                  act:str|None='leakyrelu', # encoder activation
                  bias:bool=True, # conv bias (nnU-Net: True)
                  fuse:bool=True, # FuseUNet decoder (True) or nnU-Net's plain decoder (False)
                  memory_channels:int|None=None, # M (None: 2N)
-                 order:int=4, # max Adams step count 1..4
+                 order:int=4, # max Adams step count 1..4 (4: Algorithm 1)
                  fuse_act:str|None='relu', # f in the nmODE
-                 deep_supervision:bool=False, # aux heads
-                 pad:bool=True, # pad-and-crop to the divisor
+                 # aux heads; fuse: on Y_L … Y_2 at full resolution, latest first;
+                 # plain: on the lower decoder stages, highest resolution first
+                 deep_supervision:bool=False,
+                 pad:bool=True, # pad to a multiple of 2**(L-1) and crop back (False: indivisible sizes raise)
                 ):
         super().__init__()
         if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        _pos_int("in_channels", in_channels); _pos_int("out_channels", out_channels); _pos_int("n_conv_per_stage", n_conv_per_stage)
+        for k, v in dict(in_channels=in_channels, out_channels=out_channels, n_conv_per_stage=n_conv_per_stage).items():
+            _pos_int(k, v)
         features = tuple(features)
         if len(features) < 2 or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in features):
             raise ValueError(f"features must be at least 2 positive ints (L >= 2 stages), got {features!r}")
@@ -194,13 +195,20 @@ class FuseUNet(nn.Module):
         self.divisor, self.norm = 2 ** (len(features) - 1), norm
         self.encoder = PlainConvEncoder(spatial_dims, in_channels, features, n_conv_per_stage, norm, act, bias)
         if fuse:
-            self.decoder = FuseDecoder(spatial_dims, features, out_channels, memory_channels, order, fuse_act, bias, deep_supervision)
+            self.decoder = FuseDecoder(
+                spatial_dims, features, out_channels, memory_channels, order, fuse_act, bias, deep_supervision
+            )
         else:
-            if memory_channels is not None or order != 4: raise ValueError("memory_channels and order apply only with fuse=True")
+            if memory_channels is not None or order != 4:
+                raise ValueError("memory_channels and order apply only with fuse=True")
             self.decoder = PlainConvDecoder(spatial_dims, features, n_conv_per_stage, norm, act, bias)
             conv = get_conv(spatial_dims)
             self.head = conv(features[0], out_channels, kernel_size=1)
-            self.aux_heads = nn.ModuleList(conv(c, out_channels, kernel_size=1) for c in reversed(self.decoder.out_channels[:-1])) if deep_supervision else nn.ModuleList()
+            self.aux_heads = (
+                nn.ModuleList(conv(c, out_channels, kernel_size=1) for c in reversed(self.decoder.out_channels[:-1]))
+                if deep_supervision
+                else nn.ModuleList()
+            )
 
     def forward(self,
                 x:torch.Tensor, # (B, in_channels, *spatial)
@@ -215,7 +223,8 @@ class FuseUNet(nn.Module):
         if self.fuse:
             logits, aux, ys = self.decoder(skips, return_aux=True)
             if not return_aux: return crop_spatial(logits, shape)
-            return SegOutput(logits=crop_spatial(logits, shape), aux_logits=[crop_spatial(a, shape) for a in aux], features=[*skips, *ys])
+            return SegOutput(logits=crop_spatial(logits, shape), aux_logits=[crop_spatial(a, shape) for a in aux],
+                             features=[*skips, *ys])
         decs = self.decoder(skips)
         logits = crop_spatial(self.head(decs[-1]), shape)
         if not return_aux: return logits
@@ -226,46 +235,61 @@ class FuseUNet(nn.Module):
 # %% ../../nbs/11_fuseunet.ipynb #c345fdff
 def _unetr_skip_layers(num_layers:int) -> tuple[int, int, int]:
     "ViT hidden-state indices UNETR projects to skips: MONAI's (3, 6, 9) for 12 layers, the same quarters otherwise."
-    if not isinstance(num_layers, int) or num_layers < 4: raise ValueError(f"num_layers must be an int >= 4 (UNETR taps 3 intermediate layers), got {num_layers!r}")
+    if not isinstance(num_layers, int) or num_layers < 4:
+        raise ValueError(f"num_layers must be an int >= 4 (UNETR taps 3 intermediate layers), got {num_layers!r}")
     return tuple(num_layers * k // 4 for k in (1, 2, 3))
 
 class UNETREncoder(nn.Module):
-    """UNETR's encoder (MONAI `ViT` + `UnetrBasicBlock` + `UnetrPrUpBlock`s), returning its 5 skips, highest resolution first.
+    """UNETR's encoder (MONAI `ViT` + `UnetrBasicBlock` + `UnetrPrUpBlock`s), returning its 5 skips, highest
+    resolution first.
 
-    Args:
-        spatial_dims: 2 or 3. in_channels: image channels. img_size: the (fixed) input size the ViT's position
-            embedding is built for, each a multiple of 16. feature_size: F, width of the full-resolution skip (UNETR: 16).
-        hidden_size, mlp_dim, num_layers, num_heads, proj_type, dropout_rate, qkv_bias: MONAI `ViT` arguments (UNETR's
-            768, 3072, 12, 12, 'conv', 0, False). norm: norm of the conv blocks ('instance'). res_block: residual conv blocks.
     Raises:
         ValueError: img_size not a multiple of 16, hidden_size not divisible by num_heads, num_layers < 4.
     """
     patch_size = 16
-    def __init__(self, spatial_dims:int=3, in_channels:int=4,
-                 img_size:int|Sequence[int]=128, # the ViT's input size (multiples of 16)
-                 feature_size:int=16, # F: skip widths F, 2F, 4F, 8F
-                 hidden_size:int=768, mlp_dim:int=3072, num_layers:int=12, num_heads:int=12,
-                 proj_type:str='conv', norm:str='instance', res_block:bool=True, dropout_rate:float=0.0, qkv_bias:bool=False):
+    def __init__(self,
+                 spatial_dims:int=3, # 2 or 3
+                 in_channels:int=4, # image channels
+                 img_size:int|Sequence[int]=128, # fixed input size of the ViT's position embedding (multiples of 16)
+                 feature_size:int=16, # F: skip widths F, 2F, 4F, 8F (UNETR: 16)
+                 hidden_size:int=768, # ViT width (this and the next: MONAI `ViT` arguments, UNETR's values)
+                 mlp_dim:int=3072, # ViT MLP width
+                 num_layers:int=12, # ViT depth (>= 4)
+                 num_heads:int=12, # attention heads (must divide hidden_size)
+                 proj_type:str='conv', # patch embedding: 'conv' or 'perceptron'
+                 norm:str='instance', # norm of the conv blocks
+                 res_block:bool=True, # residual conv blocks
+                 dropout_rate:float=0.0, # ViT dropout
+                 qkv_bias:bool=False, # bias of the qkv projection
+                ):
         super().__init__()
         if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
         img_size = (img_size,) * spatial_dims if isinstance(img_size, int) else tuple(img_size)
         if len(img_size) != spatial_dims or any(not isinstance(s, int) or s < 16 or s % 16 for s in img_size):
             raise ValueError(f"img_size must be {spatial_dims} multiples of the ViT patch size 16, got {img_size}")
-        for k, v in dict(in_channels=in_channels, feature_size=feature_size, hidden_size=hidden_size, mlp_dim=mlp_dim, num_heads=num_heads).items(): _pos_int(k, v)
-        if hidden_size % num_heads: raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+        for k, v in dict(in_channels=in_channels, feature_size=feature_size, hidden_size=hidden_size, mlp_dim=mlp_dim,
+                         num_heads=num_heads).items():
+            _pos_int(k, v)
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
         self.skip_layers = _unetr_skip_layers(num_layers)
         from monai.networks.nets import ViT                                   # lazy: monai is not needed by the rest
         from monai.networks.blocks import UnetrBasicBlock, UnetrPrUpBlock
         self.spatial_dims, self.img_size, self.hidden_size = spatial_dims, img_size, hidden_size
         self.feat_size = tuple(s // self.patch_size for s in img_size)
         self.vit = ViT(in_channels=in_channels, img_size=img_size, patch_size=self.patch_size, hidden_size=hidden_size,
-                       mlp_dim=mlp_dim, num_layers=num_layers, num_heads=num_heads, proj_type=proj_type, classification=False,
-                       dropout_rate=dropout_rate, spatial_dims=spatial_dims, qkv_bias=qkv_bias)
-        up = lambda out, n: UnetrPrUpBlock(spatial_dims=spatial_dims, in_channels=hidden_size, out_channels=out, num_layer=n,
-                                           kernel_size=3, stride=1, upsample_kernel_size=2, norm_name=norm, conv_block=True, res_block=res_block)
+                       mlp_dim=mlp_dim, num_layers=num_layers, num_heads=num_heads, proj_type=proj_type,
+                       classification=False, dropout_rate=dropout_rate, spatial_dims=spatial_dims, qkv_bias=qkv_bias)
+        up = lambda out, n: UnetrPrUpBlock(spatial_dims=spatial_dims, in_channels=hidden_size, out_channels=out,
+                                           num_layer=n, kernel_size=3, stride=1, upsample_kernel_size=2, norm_name=norm,
+                                           conv_block=True, res_block=res_block)
         self.encoder1 = UnetrBasicBlock(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=feature_size,
                                         kernel_size=3, stride=1, norm_name=norm, res_block=res_block)
-        self.encoder2, self.encoder3, self.encoder4 = up(2 * feature_size, 2), up(4 * feature_size, 1), up(8 * feature_size, 0)
+        self.encoder2, self.encoder3, self.encoder4 = (
+            up(2 * feature_size, 2),
+            up(4 * feature_size, 1),
+            up(8 * feature_size, 0),
+        )
         self.out_channels = (feature_size, 2 * feature_size, 4 * feature_size, 8 * feature_size, hidden_size)
 
     def proj_feat(self, x:torch.Tensor) -> torch.Tensor:
@@ -277,8 +301,10 @@ class UNETREncoder(nn.Module):
         a, b, c = (self.proj_feat(hidden[i]) for i in self.skip_layers)
         return [self.encoder1(x), self.encoder2(a), self.encoder3(b), self.encoder4(c), self.proj_feat(z)]
 
+# %% ../../nbs/11_fuseunet.ipynb #4777f984
 class FuseUNETR(nn.Module):
-    """FuseUNet (He et al., ICML 2025, arXiv:2506.05821) on UNETR's encoder (MONAI blocks); `fuse=False` gives MONAI's UNETR decoder.
+    """FuseUNet (He et al., ICML 2025, arXiv:2506.05821) on UNETR's encoder (MONAI blocks); `fuse=False` gives MONAI's
+    UNETR decoder.
 
     Args:
         spatial_dims, in_channels, out_channels: as everywhere (UNETR on MSD brain tumour: 3, 4, 3).
@@ -298,15 +324,19 @@ class FuseUNETR(nn.Module):
                  deep_supervision:bool=False, pad:bool=True):
         super().__init__()
         _pos_int("out_channels", out_channels)
-        self.spatial_dims, self.in_channels, self.out_channels, self.fuse, self.pad = spatial_dims, in_channels, out_channels, fuse, pad
+        self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, in_channels, out_channels
+        self.fuse, self.pad = fuse, pad
         self.encoder = UNETREncoder(spatial_dims, in_channels, img_size, feature_size, hidden_size, mlp_dim, num_layers,
                                     num_heads, proj_type, norm, res_block, dropout_rate, qkv_bias)
         self.img_size = self.encoder.img_size
         if fuse:
-            self.decoder = FuseDecoder(spatial_dims, self.encoder.out_channels, out_channels, memory_channels, order, fuse_act, True, deep_supervision)
+            self.decoder = FuseDecoder(spatial_dims, self.encoder.out_channels, out_channels, memory_channels, order,
+                                       fuse_act, True, deep_supervision)
         else:
-            if memory_channels is not None or order != 4: raise ValueError("memory_channels and order apply only with fuse=True")
-            if deep_supervision: raise ValueError("deep_supervision needs fuse=True (MONAI's UNETR decoder has no aux heads)")
+            if memory_channels is not None or order != 4:
+                raise ValueError("memory_channels and order apply only with fuse=True")
+            if deep_supervision:
+                raise ValueError("deep_supervision needs fuse=True (MONAI's UNETR decoder has no aux heads)")
             from monai.networks.blocks import UnetrUpBlock, UnetOutBlock
             upb = lambda i, o: UnetrUpBlock(spatial_dims=spatial_dims, in_channels=i, out_channels=o, kernel_size=3,
                                             upsample_kernel_size=2, norm_name=norm, res_block=res_block)
@@ -323,13 +353,15 @@ class FuseUNETR(nn.Module):
         if shape != self.img_size:
             if not self.pad or any(s > t for s, t in zip(shape, self.img_size)):
                 raise ValueError(f"input spatial size {shape} must equal img_size {self.img_size}"
-                                 f"{' (or be smaller, padded)' if self.pad else ''}; tile larger inputs with sliding_window(roi_size=img_size)")
+                                 f"{' (or be smaller, padded)' if self.pad else ''}; "
+                                 f"tile larger inputs with sliding_window(roi_size=img_size)")
             x = F.pad(x, [p for s, t in zip(reversed(shape), reversed(self.img_size)) for p in (0, t - s)])
         skips = self.encoder(x)
         if self.fuse:
             logits, aux, ys = self.decoder(skips, return_aux=True)
             if not return_aux: return crop_spatial(logits, shape)
-            return SegOutput(logits=crop_spatial(logits, shape), aux_logits=[crop_spatial(a, shape) for a in aux], features=[*skips, *ys])
+            return SegOutput(logits=crop_spatial(logits, shape), aux_logits=[crop_spatial(a, shape) for a in aux],
+                             features=[*skips, *ys])
         e1, e2, e3, e4, z = skips
         d = self.decoder2(self.decoder3(self.decoder4(self.decoder5(z, e4), e3), e2), e1)
         logits = crop_spatial(self.out(d), shape)
@@ -337,25 +369,30 @@ class FuseUNETR(nn.Module):
 
 # %% ../../nbs/11_fuseunet.ipynb #5658de9e
 class PVMLayer(nn.Module):
-    "UltraLight VM-UNet's Parallel Vision Mamba layer: LayerNorm, one shared Mamba mixer on 4 channel quarters (+ scaled skip), LayerNorm, linear."
-    def __init__(self, input_dim:int, # channels in (a multiple of 4)
+    """UltraLight VM-UNet's Parallel Vision Mamba layer: LayerNorm, one shared Mamba mixer on 4 channel quarters (+
+    scaled skip), LayerNorm, linear."""
+    def __init__(self,
+                 input_dim:int, # channels in (a multiple of 4)
                  output_dim:int, # channels out
                  d_state:int=16, d_conv:int=4, expand:int=2): # MambaMixer arguments (mamba-ssm's defaults)
         super().__init__()
-        if not isinstance(input_dim, int) or input_dim < 4 or input_dim % 4: raise ValueError(f"PVMLayer input_dim must be a positive multiple of 4, got {input_dim!r}")
-        from medseg_lab.ssm import MambaMixer                                  # lazy: the SSM notebook is its own module
+        if not isinstance(input_dim, int) or input_dim < 4 or input_dim % 4:
+            raise ValueError(f"PVMLayer input_dim must be a positive multiple of 4, got {input_dim!r}")
+        from medseg_lab.ssm import MambaMixer  # lazy: the SSM notebook is its own module
         self.norm, self.proj = nn.LayerNorm(input_dim), nn.Linear(input_dim, output_dim)
         self.mamba = MambaMixer(input_dim // 4, d_state=d_state, d_conv=d_conv, expand=expand)
         self.skip_scale = nn.Parameter(torch.ones(1))
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         b, spatial = x.shape[0], x.shape[2:]
         t = self.norm(x.flatten(2).transpose(1, 2))                            # (B, HW, C)
-        q = torch.cat(t.chunk(4, dim=2), dim=0)                                # the 4 quarters as one batch: shared weights
+        q = torch.cat(t.chunk(4, dim=2), dim=0)  # the 4 quarters as one batch: shared weights
         y = torch.cat((self.mamba(q) + self.skip_scale * q).chunk(4, dim=0), dim=2)
         return self.proj(self.norm(y)).transpose(1, 2).reshape(b, -1, *spatial)
 
+# %% ../../nbs/11_fuseunet.ipynb #e66aa7c3
 class SCAttBridge(nn.Module):
-    "UltraLight VM-UNet's spatial-then-channel attention bridge over the five encoder skips (shared weights across skips)."
+    """UltraLight VM-UNet's spatial-then-channel attention bridge over the five encoder skips (shared weights across
+    skips)."""
     def __init__(self, channels:Sequence[int]): # the skip widths
         super().__init__()
         self.satt = nn.Sequential(nn.Conv2d(2, 1, 7, padding=9, dilation=3), nn.Sigmoid())
@@ -367,9 +404,12 @@ class SCAttBridge(nn.Module):
         att = self.get_all_att(torch.cat([t.mean((2, 3)) for t in u], 1)[:, None])          # (B, 1, ΣC)
         return [torch.sigmoid(lin(att))[:, 0, :, None, None] * t + r for lin, t, r in zip(self.att, u, s)]
 
+# %% ../../nbs/11_fuseunet.ipynb #3e9f80ce
 class UltraLightEncoder(nn.Module):
-    "UltraLight VM-UNet's encoder: 3 conv + 2 PVM stages (GroupNorm, max-pool, GELU), attention bridge, PVM bottleneck; 6 skips, highest resolution first."
-    def __init__(self, in_channels:int=3, c_list:Sequence[int]=(8, 16, 24, 32, 48, 64), bridge:bool=True, d_state:int=16):
+    """UltraLight VM-UNet's encoder: 3 conv + 2 PVM stages (GroupNorm, max-pool, GELU), attention bridge, PVM
+    bottleneck; 6 skips, highest resolution first."""
+    def __init__(self, in_channels:int=3, c_list:Sequence[int]=(8, 16, 24, 32, 48, 64), bridge:bool=True,
+                 d_state:int=16):
         super().__init__()
         c = tuple(c_list)
         if len(c) != 6 or any(not isinstance(v, int) or v < 4 or v % 4 for v in c):
@@ -388,8 +428,10 @@ class UltraLightEncoder(nn.Module):
         z = F.gelu(self.bottleneck(x))                                         # from the un-bridged t5, as the original
         return [*(self.bridge(ts) if self.bridge is not None else ts), z]
 
+# %% ../../nbs/11_fuseunet.ipynb #a378096c
 class FuseUltraLight(nn.Module):
-    """FuseUNet (He et al., ICML 2025, arXiv:2506.05821) on UltraLight VM-UNet's encoder (2D); `fuse=False` gives UltraLight VM-UNet's decoder.
+    """FuseUNet (He et al., ICML 2025, arXiv:2506.05821) on UltraLight VM-UNet's encoder (2D); `fuse=False` gives
+    UltraLight VM-UNet's decoder.
 
     Args:
         spatial_dims: must be 2. in_channels, out_channels: image channels, classes N (ISIC: 3, 1 sigmoid logit).
@@ -400,21 +442,27 @@ class FuseUltraLight(nn.Module):
         ValueError: spatial_dims != 2, bad `c_list`, `order`, `memory_channels`.
     """
     divisor = 32
-    def __init__(self, spatial_dims:int=2, in_channels:int=3, out_channels:int=1, c_list:Sequence[int]=(8, 16, 24, 32, 48, 64),
-                 bridge:bool=True, d_state:int=16, fuse:bool=True, memory_channels:int|None=None, order:int=4,
+    def __init__(self, spatial_dims:int=2, in_channels:int=3, out_channels:int=1,
+                 c_list:Sequence[int]=(8, 16, 24, 32, 48, 64), bridge:bool=True, d_state:int=16, fuse:bool=True,
+                 memory_channels:int|None=None, order:int=4,
                  fuse_act:str|None='relu', deep_supervision:bool=False, pad:bool=True):
         super().__init__()
-        if spatial_dims != 2: raise ValueError(f"the UltraLight VM-UNet backbone is 2D only (spatial_dims=2), got {spatial_dims!r}")
+        if spatial_dims != 2:
+            raise ValueError(f"the UltraLight VM-UNet backbone is 2D only (spatial_dims=2), got {spatial_dims!r}")
         _pos_int("out_channels", out_channels)
-        self.spatial_dims, self.in_channels, self.out_channels, self.fuse, self.pad = 2, in_channels, out_channels, fuse, pad
+        self.spatial_dims, self.in_channels, self.out_channels = 2, in_channels, out_channels
+        self.fuse, self.pad = fuse, pad
         self.encoder = UltraLightEncoder(in_channels, c_list, bridge, d_state)
         c = self.encoder.out_channels
         if fuse:
             self.decoder = FuseDecoder(2, c, out_channels, memory_channels, order, fuse_act, True, deep_supervision)
         else:
-            if memory_channels is not None or order != 4: raise ValueError("memory_channels and order apply only with fuse=True")
-            if deep_supervision: raise ValueError("deep_supervision needs fuse=True (UltraLight VM-UNet's decoder has no aux heads)")
-            self.dec_blocks = nn.ModuleList([PVMLayer(c[5], c[4], d_state), PVMLayer(c[4], c[3], d_state), PVMLayer(c[3], c[2], d_state),
+            if memory_channels is not None or order != 4:
+                raise ValueError("memory_channels and order apply only with fuse=True")
+            if deep_supervision:
+                raise ValueError("deep_supervision needs fuse=True (UltraLight VM-UNet's decoder has no aux heads)")
+            self.dec_blocks = nn.ModuleList([PVMLayer(c[5], c[4], d_state), PVMLayer(c[4], c[3], d_state),
+                                             PVMLayer(c[3], c[2], d_state),
                                              nn.Conv2d(c[2], c[1], 3, padding=1), nn.Conv2d(c[1], c[0], 3, padding=1)])
             self.dec_norms = nn.ModuleList(nn.GroupNorm(4, v) for v in (c[4], c[3], c[2], c[1], c[0]))
             self.final = nn.Conv2d(c[0], out_channels, 1)
@@ -427,7 +475,8 @@ class FuseUltraLight(nn.Module):
         if self.fuse:
             logits, aux, ys = self.decoder(skips, size=x.shape[2:], return_aux=True)
             if not return_aux: return crop_spatial(logits, shape)
-            return SegOutput(logits=crop_spatial(logits, shape), aux_logits=[crop_spatial(a, shape) for a in aux], features=[*skips, *ys])
+            return SegOutput(logits=crop_spatial(logits, shape), aux_logits=[crop_spatial(a, shape) for a in aux],
+                             features=[*skips, *ys])
         up = lambda t: F.interpolate(t, scale_factor=2, mode='bilinear', align_corners=True)
         *ts, out = skips
         out = F.gelu(self.dec_norms[0](self.dec_blocks[0](out))) + ts[4]
@@ -447,20 +496,22 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(features=(8, 16, 32, 32), n_conv_per_stage=1, norm="instance", act="leakyrelu", order=4),
     # UNETR backbone on MSD brain tumour (Table 2/3: 4 MRI channels, 128³ patches, 3 classes WT/ET/TC as UNETR's sigmoid
     # heads; set out_channels=4 for a softmax with background)
-    "paper-unetr-3d": dict(backbone="unetr", spatial_dims=3, in_channels=4, out_channels=3, img_size=128, feature_size=16,
-                           hidden_size=768, mlp_dim=3072, num_layers=12, num_heads=12, norm="instance", order=4),
+    "paper-unetr-3d": dict(backbone="unetr", spatial_dims=3, in_channels=4, out_channels=3, img_size=128,
+                           feature_size=16, hidden_size=768, mlp_dim=3072, num_layers=12, num_heads=12, norm="instance",
+                           order=4),
     # a small ViT for tests (2D or 3D, 32-pixel inputs)
-    "tiny-unetr": dict(backbone="unetr", img_size=32, feature_size=4, hidden_size=48, mlp_dim=96, num_layers=4, num_heads=4, order=4),
+    "tiny-unetr": dict(backbone="unetr", img_size=32, feature_size=4, hidden_size=48, mlp_dim=96, num_layers=4,
+                       num_heads=4, order=4),
     # UltraLight VM-UNet backbone on ISIC2017/2018 (Table 4: RGB, 256², 1 lesion class as one sigmoid logit)
-    "paper-ultralight-2d": dict(backbone="ultralight", spatial_dims=2, in_channels=3, out_channels=1, c_list=(8, 16, 24, 32, 48, 64),
-                                bridge=True, d_state=16, order=4),
+    "paper-ultralight-2d": dict(backbone="ultralight", spatial_dims=2, in_channels=3, out_channels=1,
+                                c_list=(8, 16, 24, 32, 48, 64), bridge=True, d_state=16, order=4),
     # a narrow UltraLight for tests
     "tiny-ultralight": dict(backbone="ultralight", c_list=(4, 8, 8, 8, 8, 8), d_state=4, order=4),
 }
 _BACKBONE_ARGS = {   # each backbone's own arguments and their defaults (None in `build` = this default)
     "nnunet": dict(features=(32, 64, 128, 256, 320, 320), n_conv_per_stage=2, act='leakyrelu', bias=True),
-    "unetr": dict(img_size=128, feature_size=16, hidden_size=768, mlp_dim=3072, num_layers=12, num_heads=12, proj_type='conv',
-                  res_block=True, dropout_rate=0.0, qkv_bias=False),
+    "unetr": dict(img_size=128, feature_size=16, hidden_size=768, mlp_dim=3072, num_layers=12, num_heads=12,
+                  proj_type='conv', res_block=True, dropout_rate=0.0, qkv_bias=False),
     "ultralight": dict(c_list=(8, 16, 24, 32, 48, 64), bridge=True, d_state=16),
 }
 BACKBONES = tuple(_BACKBONE_ARGS)
@@ -494,7 +545,8 @@ def build(spatial_dims:int=2, # 2 or 3
           deep_supervision:bool=False, # aux heads
           pad:bool=True, # pad-and-crop (nnunet: to the divisor; unetr: up to img_size)
          ) -> FuseUNet|FuseUNETR|FuseUltraLight:
-    "Registry entry point: a `FuseUNet`, `FuseUNETR` or `FuseUltraLight` from keyword arguments (what `build_model('fuseunet', ...)` calls)."
+    """Registry entry point: a `FuseUNet`, `FuseUNETR` or `FuseUltraLight` from keyword arguments (what
+    `build_model('fuseunet', ...)` calls)."""
     args = dict(locals())
     if backbone not in BACKBONES: raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
     given = {k: v for k, v in args.items() if any(k in a for a in _BACKBONE_ARGS.values()) and v is not None}
@@ -502,8 +554,8 @@ def build(spatial_dims:int=2, # 2 or 3
     if wrong: raise ValueError(f"argument(s) {wrong} do not apply to backbone={backbone!r}")
     kw = {**_BACKBONE_ARGS[backbone], **given}
     if backbone == 'nnunet':
-        return FuseUNet(spatial_dims, in_channels, out_channels, kw['features'], kw['n_conv_per_stage'], norm, kw['act'], kw['bias'],
-                        fuse, memory_channels, order, fuse_act, deep_supervision, pad)
+        return FuseUNet(spatial_dims, in_channels, out_channels, kw['features'], kw['n_conv_per_stage'], norm,
+                        kw['act'], kw['bias'], fuse, memory_channels, order, fuse_act, deep_supervision, pad)
     cls = FuseUNETR if backbone == 'unetr' else FuseUltraLight
     if backbone == 'unetr': kw['norm'] = norm
     return cls(spatial_dims, in_channels, out_channels, fuse=fuse, memory_channels=memory_channels, order=order,

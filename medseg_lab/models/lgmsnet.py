@@ -39,7 +39,8 @@ class ConvNormAct(nn.Sequential):
                  norm_affine:bool=True, # False: instance norm without affine parameters
                  act_first:bool=False, # conv → act → norm instead of conv → norm → act
                 ):
-        conv = get_conv(spatial_dims)(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=bias)
+        conv = get_conv(spatial_dims)(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups,
+                                      bias=bias)
         n, a = _norm(norm, spatial_dims, out_channels, norm_affine), get_act(act)
         super().__init__(conv, *((a, n) if act_first else (n, a)))
 
@@ -48,21 +49,15 @@ class LMSBlock(nn.Module):
     """Local multi-scale block (LGMSNet §3.1, Eqs. 1–4): depth-wise convs of several kernel sizes on channel groups,
     GroupNorm + activation + residual, then a 1×1 reduction to C/`reduction` and a 3×3 conv back to C, plus the input.
 
-    Args:
-        spatial_dims: 2 or 3. channels: C (kept); must be divisible by len(kernel_sizes) and by gn_groups.
-        kernel_sizes: one odd depth-wise kernel per channel group, default (3, 5, 7, 9) (Fig. 7 sweeps this).
-        gn_groups: GroupNorm groups after the multi-kernel convs (4, as the official code). mix_act: activation of Eq. 4
-            (paper: SiLU; the official code uses GELU). norm/act/norm_affine: of the 1×1 and 3×3 convs (BN + SiLU).
-        reduction: the 1×1 conv reduces C to C // reduction (4).
     Raises:
         ValueError: channels not divisible by the number of kernels or by gn_groups, even kernels, bad reduction.
     """
     def __init__(self,
                  spatial_dims:int, # 2 or 3
-                 channels:int, # C, in and out
-                 kernel_sizes:Sequence[int]=(3, 5, 7, 9), # depth-wise kernel per channel group
-                 gn_groups:int=4, # GroupNorm groups
-                 mix_act:str|None='silu', # activation after the GroupNorm (Eq. 4)
+                 channels:int, # C, in and out; divisible by len(kernel_sizes) and by gn_groups
+                 kernel_sizes:Sequence[int]=(3, 5, 7, 9), # one odd depth-wise kernel per channel group (Fig. 7)
+                 gn_groups:int=4, # GroupNorm groups after the multi-kernel convs (as the official code)
+                 mix_act:str|None='silu', # activation after the GroupNorm (Eq. 4; paper: SiLU, official code: GELU)
                  norm:str|None='batch', # norm of the 1x1 / 3x3 convs
                  act:str|None='silu', # activation of the 1x1 / 3x3 convs
                  reduction:int=4, # 1x1 conv reduces C to C // reduction
@@ -70,17 +65,23 @@ class LMSBlock(nn.Module):
                 ):
         super().__init__()
         ks = tuple(int(k) for k in kernel_sizes)
-        if not ks or any(k < 1 or k % 2 == 0 for k in ks): raise ValueError(f"kernel_sizes must be odd positive ints, got {kernel_sizes!r}")
-        if channels % len(ks): raise ValueError(f"LMS channels ({channels}) must be divisible by the number of kernel groups ({len(ks)})")
-        if channels % gn_groups: raise ValueError(f"LMS channels ({channels}) must be divisible by gn_groups ({gn_groups})")
-        if reduction < 1 or channels // reduction < 1: raise ValueError(f"reduction {reduction!r} leaves no channels of {channels}")
+        if not ks or any(k < 1 or k % 2 == 0 for k in ks):
+            raise ValueError(f"kernel_sizes must be odd positive ints, got {kernel_sizes!r}")
+        if channels % len(ks):
+            raise ValueError(f"LMS channels ({channels}) must be divisible by the number of kernel groups ({len(ks)})")
+        if channels % gn_groups:
+            raise ValueError(f"LMS channels ({channels}) must be divisible by gn_groups ({gn_groups})")
+        if reduction < 1 or channels // reduction < 1:
+            raise ValueError(f"reduction {reduction!r} leaves no channels of {channels}")
         g = channels // len(ks)
         conv = get_conv(spatial_dims)
         self.kernel_sizes, self.group_channels = ks, g
-        self.dw = nn.ModuleList(conv(g, g, k, padding=k // 2, groups=g) for k in ks)  # Eq. 2, with bias as the official code
+        # Eq. 2, with bias as the official code
+        self.dw = nn.ModuleList(conv(g, g, k, padding=k // 2, groups=g) for k in ks)
         self.gn, self.mix_act = nn.GroupNorm(gn_groups, channels), get_act(mix_act)
-        self.reduce = ConvNormAct(spatial_dims, channels, channels // reduction, 1, norm=norm, act=act, norm_affine=norm_affine)
-        self.expand = ConvNormAct(spatial_dims, channels // reduction, channels, 3, norm=norm, act=act, norm_affine=norm_affine)
+        nk = dict(norm=norm, act=act, norm_affine=norm_affine)
+        self.reduce = ConvNormAct(spatial_dims, channels, channels // reduction, 1, **nk)
+        self.expand = ConvNormAct(spatial_dims, channels // reduction, channels, 3, **nk)
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         parts = torch.split(x, self.group_channels, dim=1)                                   # Eq. 1
@@ -124,7 +125,8 @@ class PatchAttention(nn.Module):
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         B, P, N, _ = x.shape
         qkv = self.to_qkv(self.norm(x)).reshape(B * P, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(*qkv)   # (B·P, heads, N, head_dim), scale head_dim**-0.5; 4D: the fused CPU kernel
+        # (B·P, heads, N, head_dim), scale head_dim**-0.5; 4D: the fused CPU kernel
+        o = F.scaled_dot_product_attention(*qkv)
         return self.to_out(o.transpose(1, 2).reshape(B, P, N, self.heads * self.head_dim))
 
 class PatchTransformer(nn.Module):
@@ -133,7 +135,8 @@ class PatchTransformer(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(nn.ModuleList([
             PatchAttention(dim, heads, head_dim),
-            nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, mlp_dim), nn.SiLU(), nn.Linear(mlp_dim, dim))]) for _ in range(depth))
+            nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, mlp_dim), nn.SiLU(), nn.Linear(mlp_dim, dim))])
+            for _ in range(depth))
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         for attn, mlp in self.layers:
@@ -147,32 +150,30 @@ class GMSBlock(nn.Module):
     patch transformer on T (MobileViT unfolding), a residual depth-wise conv on C, 1×1 fusion, concatenation with the
     block input and a 3×3 conv to `out_channels`.
 
-    Args:
-        spatial_dims: 2 or 3. in_channels, out_channels: widths (the block changes width, like the official code).
-        tc_ratio: (T, C) channel ratio of the split, default (3, 1); (1, 0) is pure transformer, (0, 1) pure conv (Fig. 7).
-        patch_size: patch side p (2: 2×2 or 2×2×2); sizes not divisible by p are padded inside the block and cropped back.
-        depth, heads, head_dim: transformer layers and attention heads (1, 4 × 8 as the official code).
-        mlp_ratio: MLP width = mlp_ratio · out_channels (2, as the official code). norm/act/norm_affine: of the convs.
     Raises:
         ValueError: bad ratio or sizes.
     """
     def __init__(self,
                  spatial_dims:int, # 2 or 3
                  in_channels:int, # channels in
-                 out_channels:int, # channels out
-                 tc_ratio:Sequence[int]=(3, 1), # T:C split of the expanded channels
-                 patch_size:int=2, # patch side
-                 depth:int=1, # transformer layers
-                 heads:int=4, # attention heads
-                 head_dim:int=8, # channels per head
-                 mlp_ratio:float=2., # MLP width / out_channels
+                 out_channels:int, # channels out (the block changes width, like the official code)
+                 # (T, C) ratio of the split of the expanded channels; (1, 0) is pure transformer, (0, 1) pure conv
+                 # (Fig. 7)
+                 tc_ratio:Sequence[int]=(3, 1),
+                 # patch side p (2: 2×2 or 2×2×2); sizes not divisible by p are padded inside the block and cropped back
+                 patch_size:int=2,
+                 depth:int=1, # transformer layers (1, as the official code)
+                 heads:int=4, # attention heads (4, as the official code)
+                 head_dim:int=8, # channels per head (8, as the official code)
+                 mlp_ratio:float=2., # MLP width / out_channels (2, as the official code)
                  norm:str|None='batch', # norm name of the convs
                  act:str|None='silu', # activation of the convs
                  norm_affine:bool=True, # instance norm with affine parameters
                 ):
         super().__init__()
         a, b = (int(r) for r in tc_ratio)
-        if a < 0 or b < 0 or a + b == 0: raise ValueError(f"tc_ratio must be two non-negative ints, not both 0, got {tc_ratio!r}")
+        if a < 0 or b < 0 or a + b == 0:
+            raise ValueError(f"tc_ratio must be two non-negative ints, not both 0, got {tc_ratio!r}")
         if patch_size < 1: raise ValueError(f"patch_size must be >= 1, got {patch_size!r}")
         t = out_channels * a // (a + b)
         self.split, self.patch_size = (t, out_channels - t), patch_size
@@ -180,8 +181,9 @@ class GMSBlock(nn.Module):
         self.conv1 = ConvNormAct(spatial_dims, in_channels, out_channels, 3, **kw)
         self.conv2 = ConvNormAct(spatial_dims, out_channels, out_channels, 1, **kw)
         c = self.split[1]
-        self.conv_branch = nn.Sequential(ConvNormAct(spatial_dims, c, c, 3, groups=c, norm=norm, act='relu', norm_affine=norm_affine),
-                                         ConvNormAct(spatial_dims, c, c, 1, groups=c, norm=norm, act=None, norm_affine=norm_affine)) if c else None
+        self.conv_branch = nn.Sequential(
+            ConvNormAct(spatial_dims, c, c, 3, groups=c, norm=norm, act='relu', norm_affine=norm_affine),
+            ConvNormAct(spatial_dims, c, c, 1, groups=c, norm=norm, act=None, norm_affine=norm_affine)) if c else None
         self.transformer = PatchTransformer(t, depth, heads, head_dim, int(mlp_ratio * out_channels)) if t else None
         self.conv3 = ConvNormAct(spatial_dims, out_channels, out_channels, 1, **kw)
         self.conv4 = ConvNormAct(spatial_dims, in_channels + out_channels, out_channels, 3, **kw)
@@ -213,10 +215,12 @@ class FusionBlock(nn.Sequential):
 
 class UpConv(nn.Module):
     "×2 linear interpolation to the skip's size, then 3×3 conv → norm → ReLU."
-    def __init__(self, spatial_dims:int, in_channels:int, out_channels:int, norm:str|None='batch', norm_affine:bool=True):
+    def __init__(self, spatial_dims:int, in_channels:int, out_channels:int, norm:str|None='batch',
+                 norm_affine:bool=True):
         super().__init__()
         self.mode = interp_mode(spatial_dims)
-        self.conv = ConvNormAct(spatial_dims, in_channels, out_channels, 3, bias=True, norm=norm, act='relu', norm_affine=norm_affine)
+        self.conv = ConvNormAct(spatial_dims, in_channels, out_channels, 3, bias=True, norm=norm, act='relu',
+                                norm_affine=norm_affine)
     def forward(self, x:torch.Tensor, size:Sequence[int]) -> torch.Tensor:
         return self.conv(F.interpolate(x, size=tuple(size), mode=self.mode, align_corners=False))
 
@@ -226,26 +230,19 @@ class LGMSNet(nn.Module):
     §3.3, Fig. 3), for 2D and 3D.
 
     Stem 3×3 conv, three LMS stages (LMS block at the incoming width + 1×1 conv to the stage width) at 1, 1/2, 1/4,
-    GMS blocks at 1/8 and 1/16 (max-pooling ×4 between stages); the decoder upsamples by linear interpolation + 3×3 conv,
-    concatenates the skip and applies GMS (1/8), fusion + GMS (1/4), fusion (1/2, 1); a 1×1 head gives logits.
+    GMS blocks at 1/8 and 1/16 (max-pooling ×4 between stages); the decoder upsamples by linear
+    interpolation + 3×3 conv, concatenates the skip and applies GMS (1/8), fusion + GMS (1/4), fusion (1/2, 1); a 1×1
+    head gives logits.
 
-    Args:
-        spatial_dims: 2 or 3. in_channels, out_channels: image channels and classes (logits, no activation).
-        features: the 5 stage widths (default 16-32-64-128-128, the official `SegmsNet`).
-        kernel_sizes: LMS depth-wise kernels, one per channel group (default 3, 5, 7, 9). tc_ratio: GMS T:C split (3, 1).
-        patch_size, depth, heads, head_dim, mlp_ratio: GMS transformer (2, 1 layer, 4 heads × 8, MLP 2 × width).
-        norm: norm of every conv ('batch' in 2D; the official 3D code uses non-affine 'instance': `norm_affine=False`).
-        mix_act: activation after the LMS GroupNorm (paper Eq. 4: 'silu'; official code: 'gelu'). gn_groups: 4.
-        pad: pad inputs to a multiple of 16 and crop the logits back (default True); with False, other sizes raise
-            ValueError naming the divisor 16.
     Raises:
         ValueError: bad `spatial_dims`, channel counts, `features`, kernels or ratios.
     """
     def __init__(self,
                  spatial_dims:int=2, # 2 for slices, 3 for volumes
                  in_channels:int=1, # image channels
-                 out_channels:int=2, # classes (logit channels)
-                 features:Sequence[int]=(16, 32, 64, 128, 128), # 5 stage widths, highest resolution first
+                 out_channels:int=2, # classes (logits, no activation)
+                 # the 5 stage widths, highest resolution first (default: the official `SegmsNet`'s)
+                 features:Sequence[int]=(16, 32, 64, 128, 128),
                  kernel_sizes:Sequence[int]=(3, 5, 7, 9), # LMS depth-wise kernel per channel group (Fig. 7)
                  tc_ratio:Sequence[int]=(3, 1), # GMS transformer:conv channel split (Fig. 7)
                  patch_size:int=2, # GMS patch side (2x2 or 2x2x2)
@@ -253,20 +250,22 @@ class LGMSNet(nn.Module):
                  heads:int=4, # attention heads
                  head_dim:int=8, # channels per head
                  mlp_ratio:float=2., # transformer MLP width / block width
-                 norm:str|None='batch', # norm of every conv (not the LMS GroupNorm)
+                 norm:str|None='batch', # norm of every conv but the LMS GroupNorm (official 3D: 'instance', non-affine)
                  norm_affine:bool=True, # False: instance norm without affine parameters (official 3D)
-                 mix_act:str|None='silu', # LMS activation after GroupNorm (Eq. 4)
+                 mix_act:str|None='silu', # LMS activation after GroupNorm (Eq. 4: 'silu'; official code: 'gelu')
                  gn_groups:int=4, # LMS GroupNorm groups
-                 pad:bool=True, # pad to the divisor 16 and crop back (else raise on other sizes)
+                 pad:bool=True, # pad to the divisor 16 and crop back (False: other sizes raise a ValueError naming 16)
                 ):
         super().__init__()
         if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
         for n, v in (('in_channels', in_channels), ('out_channels', out_channels)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{n} must be a positive int, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{n} must be a positive int, got {v!r}")
         f = tuple(features)
         if len(f) != 5 or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in f):
             raise ValueError(f"features must be 5 positive ints (stage widths), got {features!r}")
-        self.spatial_dims, self.in_channels, self.out_channels, self.features, self.pad = spatial_dims, in_channels, out_channels, f, pad
+        self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, in_channels, out_channels
+        self.features, self.pad = f, pad
         self.divisor = 16
         sd = spatial_dims
         nk = dict(norm=norm, norm_affine=norm_affine)
@@ -280,7 +279,8 @@ class LGMSNet(nn.Module):
             gms(f[2], f[3]),
             gms(f[3], f[4])])
         self.pool = get_pool('max', sd)(kernel_size=2)
-        self.ups = nn.ModuleList(UpConv(sd, i, o, **nk) for i, o in ((f[4], f[3]), (f[3], f[2]), (f[2], f[1]), (f[1], f[0])))
+        self.ups = nn.ModuleList(UpConv(sd, i, o, **nk)
+                                 for i, o in ((f[4], f[3]), (f[3], f[2]), (f[2], f[1]), (f[1], f[0])))
         self.decoder = nn.ModuleList([
             gms(2 * f[3], f[3]),
             nn.Sequential(FusionBlock(sd, 2 * f[2], f[2], **nk), gms(f[2], f[2])),
@@ -310,7 +310,8 @@ class LGMSNet(nn.Module):
 PRESETS: dict[str, dict] = {
     # the official `SegmsNet` (MKtinyvit4_CT): 2D, RGB in, one sigmoid logit out, 2,321,393 parameters (paper: 2.32 M)
     "paper-2d": dict(spatial_dims=2, in_channels=3, out_channels=1, features=(16, 32, 64, 128, 128), norm="batch"),
-    # the official `SegmsNet3D` (MKtinyvit4_CT3D): 3D, CT in, 14 BTCV classes, non-affine instance norm; 6.19 M (paper: 9.86 M)
+    # the official `SegmsNet3D` (MKtinyvit4_CT3D): 3D, CT in, 14 BTCV classes, non-affine instance norm;
+    # 6.19 M (paper: 9.86 M)
     "paper-3d": dict(spatial_dims=3, in_channels=1, out_channels=14, features=(16, 32, 64, 128, 128), norm="instance",
                      norm_affine=False),
     # `make run`-sized: half the widths
@@ -337,8 +338,8 @@ def build(spatial_dims:int=2, # 2 or 3
           pad:bool=True, # pad-and-crop to the divisor 16
          ) -> LGMSNet:
     "Registry entry point: an `LGMSNet` from keyword arguments (what `build_model('lgmsnet', ...)` calls)."
-    return LGMSNet(spatial_dims, in_channels, out_channels, tuple(features), tuple(kernel_sizes), tuple(tc_ratio), patch_size,
-                   depth, heads, head_dim, mlp_ratio, norm, norm_affine, mix_act, gn_groups, pad)
+    return LGMSNet(spatial_dims, in_channels, out_channels, tuple(features), tuple(kernel_sizes), tuple(tc_ratio),
+                   patch_size, depth, heads, head_dim, mlp_ratio, norm, norm_affine, mix_act, gn_groups, pad)
 
 # %% ../../nbs/15_lgmsnet.ipynb #59f69c5d
 BLOCKS = ('lms', 'gms')
@@ -350,23 +351,27 @@ def make_block(kind:str, # 'lms' or 'gms'
                norm:str|None='batch', # norm of the convs
                act:str|None='silu', # activation of the convs
                norm_affine:bool=True, # affine instance norm
-               **kwargs, # LMSBlock (kernel_sizes, gn_groups, mix_act, reduction) or GMSBlock (tc_ratio, patch_size, heads, ...) options
+               **kwargs, # LMSBlock options (kernel_sizes, gn_groups, mix_act, reduction) or GMSBlock (tc_ratio, ...)
               ) -> nn.Module:
-    "A same-resolution `in_channels → out_channels` stage made of an LMS or GMS block, to drop into other networks (Table 6)."
+    """A same-resolution `in_channels → out_channels` stage made of an LMS or GMS block, to drop into other networks
+    (Table 6)."""
     if kind not in BLOCKS: raise ValueError(f"Unknown block {kind!r}; valid: {BLOCKS}")
     nk = dict(norm=norm, act=act, norm_affine=norm_affine)
     if kind == 'gms': return GMSBlock(spatial_dims, in_channels, out_channels, **kwargs, **nk)
     groups = len(tuple(kwargs.get('kernel_sizes', (3, 5, 7, 9))))
     if in_channels % groups == 0 and in_channels % kwargs.get('gn_groups', 4) == 0:   # LGMSNet's encoder stage
-        return nn.Sequential(LMSBlock(spatial_dims, in_channels, **kwargs, **nk), ConvNormAct(spatial_dims, in_channels, out_channels, 1, **nk))
+        return nn.Sequential(LMSBlock(spatial_dims, in_channels, **kwargs, **nk),
+                             ConvNormAct(spatial_dims, in_channels, out_channels, 1, **nk))
     # image channels (e.g. 3) cannot be split into groups: a 3x3 conv first, as LGMSNet's stem
-    return nn.Sequential(ConvNormAct(spatial_dims, in_channels, out_channels, 3, **nk), LMSBlock(spatial_dims, out_channels, **kwargs, **nk))
+    return nn.Sequential(ConvNormAct(spatial_dims, in_channels, out_channels, 3, **nk),
+                         LMSBlock(spatial_dims, out_channels, **kwargs, **nk))
 
 def stage_kind(block:str|None, # 'double' (or None): the host network's own block; 'lms'; 'gms'
                level:int, # the stage's resolution level, 0 = full resolution, k = 1/2**k
                gms_min_level:int=3, # GMS from this level down (LGMSNet: 1/8 and 1/16)
               ) -> str|None:
-    "Which block a U-Net stage at `level` gets: None (keep the host's), 'lms', or 'gms' (LMS above `gms_min_level`), LGMSNet's placement."
+    """Which block a U-Net stage at `level` gets: None (keep the host's), 'lms', or 'gms' (LMS above `gms_min_level`),
+    LGMSNet's placement."""
     if block in (None, 'double'): return None
     if block not in BLOCKS: raise ValueError(f"Unknown block {block!r}; valid: ('double', 'lms', 'gms')")
     return 'gms' if block == 'gms' and level >= gms_min_level else 'lms'

@@ -31,20 +31,28 @@ class DoubleConv(nn.Sequential):
                 ):
         mid = out_channels if mid_channels is None else mid_channels
         conv = get_conv(spatial_dims)
-        super().__init__(conv(in_channels, mid, kernel_size=3, padding=1, bias=bias), get_norm(norm, spatial_dims, mid), get_act(act),
-                         conv(mid, out_channels, kernel_size=3, padding=1, bias=bias), get_norm(norm, spatial_dims, out_channels), get_act(act))
+        super().__init__(
+            conv(in_channels, mid, kernel_size=3, padding=1, bias=bias),
+            get_norm(norm, spatial_dims, mid),
+            get_act(act),
+            conv(mid, out_channels, kernel_size=3, padding=1, bias=bias),
+            get_norm(norm, spatial_dims, out_channels),
+            get_act(act),
+        )
 
 # %% ../../nbs/10_unet.ipynb #63e4a2f9
 UNET_BLOCKS = ('double', 'lms', 'gms')
 
 def _stage(block, spatial_dims, in_channels, out_channels, level, norm, act, bias):
-    "Stage block at resolution `level` (0 = full): `DoubleConv`, or LGMSNet's LMS/GMS blocks chosen by `stage_kind` (paper 004, Table 6)."
+    """Stage block at resolution `level` (0 = full): `DoubleConv`, or LGMSNet's LMS/GMS blocks chosen by `stage_kind`
+    (LGMSNet, Table 6)."""
     if block == 'double': return DoubleConv(spatial_dims, in_channels, out_channels, norm=norm, act=act, bias=bias)
     from medseg_lab.models.lgmsnet import make_block, stage_kind   # lazy: lgmsnet never imports unet, so no cycle
     return make_block(stage_kind(block, level), spatial_dims, in_channels, out_channels, norm=norm, act=act)
 
 class UNetEncoder(nn.Module):
-    "Stages of `DoubleConv`, max-pooling by 2 between them; returns every stage's output (the skips), highest resolution first."
+    """Stages of `DoubleConv`, max-pooling by 2 between them; returns every stage's output (the skips), highest
+    resolution first."""
     def __init__(self,
                  spatial_dims:int, # 2 or 3
                  in_channels:int, # image channels
@@ -52,7 +60,7 @@ class UNetEncoder(nn.Module):
                  norm:str|None='batch', # norm name
                  act:str|None='relu', # activation name
                  bias:bool=True, # conv bias
-                 block:str='double', # stage block: 'double' (two convs), 'lms' or 'gms' (LGMSNet's, paper 004 Table 6)
+                 block:str='double', # stage block: 'double' (two convs), 'lms' or 'gms' (LGMSNet's, its Table 6)
                 ):
         super().__init__()
         chans = [in_channels, *features]
@@ -103,35 +111,27 @@ class UNetDecoder(nn.Module):
 class UNet(nn.Module):
     """Vanilla UNet (Ronneberger et al. 2015) as the CNM-UNet paper's baseline, for 2D and 3D.
 
-    Args:
-        spatial_dims: 2 or 3. in_channels, out_channels: image channels and classes (logits, no activation).
-        features: encoder widths, highest resolution first; the last is the bottleneck. Default 64-128-256-512-512.
-        norm, act: names for `get_norm` / `get_act` (default 'batch', 'relu'). bias: conv bias (default True).
-        deep_supervision: add 1×1 heads on the decoder stages below full resolution (default False).
-        pad: pad inputs to a multiple of `divisor` = 2**(len(features)-1) and crop the outputs back (default True);
-            with False, sizes not divisible raise ValueError naming the divisor.
-        block: 'double' (default, two conv-norm-act), or LGMSNet's 'lms' (LMS blocks everywhere) / 'gms' (GMS at the
-            two lowest resolutions, LMS above), the portability experiment of paper 004, Table 6.
     Raises:
         ValueError: bad `spatial_dims`, channel counts or `features`.
     """
     def __init__(self,
                  spatial_dims:int=2, # 2 for slices, 3 for volumes
                  in_channels:int=1, # image channels
-                 out_channels:int=2, # classes (logit channels)
-                 features:Sequence[int]=(64, 128, 256, 512, 512), # encoder widths, bottleneck last
+                 out_channels:int=2, # classes (logits, no activation)
+                 features:Sequence[int]=(64, 128, 256, 512, 512), # encoder widths, highest resolution first
                  norm:str|None='batch', # norm name for `get_norm`
                  act:str|None='relu', # activation name for `get_act`
                  bias:bool=True, # conv bias
-                 deep_supervision:bool=False, # 1×1 aux heads on the lower-resolution decoder stages
-                 pad:bool=True, # pad to the divisor and crop back (else raise on indivisible sizes)
-                 block:str='double', # stage block: 'double', 'lms' or 'gms'
+                 deep_supervision:bool=False, # 1×1 aux heads on the decoder stages below full resolution
+                 pad:bool=True, # pad to `divisor` = 2**(len(features)-1), crop back (False: other sizes raise)
+                 block:str='double', # 'double' (two conv-norm-act), LGMSNet's 'lms' or 'gms' (GMS at 2 lowest levels)
                 ):
         super().__init__()
         if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
         if block not in UNET_BLOCKS: raise ValueError(f"block must be one of {UNET_BLOCKS}, got {block!r}")
         for n, v in (('in_channels', in_channels), ('out_channels', out_channels)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{n} must be a positive int, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{n} must be a positive int, got {v!r}")
         features = tuple(features)
         if len(features) < 2 or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in features):
             raise ValueError(f"features must be at least 2 positive ints (encoder widths), got {features!r}")
@@ -143,7 +143,10 @@ class UNet(nn.Module):
         conv = get_conv(spatial_dims)
         self.head = conv(self.decoder.out_channels[-1], out_channels, kernel_size=1)
         # aux heads for the decoder stages below full resolution, highest resolution first
-        self.aux_heads = nn.ModuleList(conv(c, out_channels, kernel_size=1) for c in reversed(self.decoder.out_channels[:-1])) if deep_supervision else nn.ModuleList()
+        self.aux_heads = (
+            nn.ModuleList(conv(c, out_channels, kernel_size=1) for c in reversed(self.decoder.out_channels[:-1]))
+            if deep_supervision else nn.ModuleList()
+        )
 
     def forward(self,
                 x:torch.Tensor, # (B, in_channels, *spatial)
@@ -161,8 +164,9 @@ class UNet(nn.Module):
 
 # %% ../../nbs/10_unet.ipynb #19554c94
 PRESETS: dict[str, dict] = {
-    # CNM-UNet's baseline (001, Tables 1-2): 2D, RGB in, one sigmoid-logit out, 13,395,329 parameters
-    "paper": dict(spatial_dims=2, in_channels=3, out_channels=1, features=(64, 128, 256, 512, 512), norm="batch", act="relu"),
+    # CNM-UNet's baseline (Tables 1-2): 2D, RGB in, one sigmoid-logit out, 13,395,329 parameters
+    "paper": dict(spatial_dims=2, in_channels=3, out_channels=1, features=(64, 128, 256, 512, 512),
+                  norm="batch", act="relu"),
     # `make run` default: a quarter of the widths, ~0.84 M parameters in 2D (1→3)
     "small": dict(features=(16, 32, 64, 128, 128), norm="batch", act="relu"),
     # for tests
