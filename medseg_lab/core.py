@@ -128,7 +128,8 @@ def check_input(x:torch.Tensor, # the model input, `(B, C, *spatial)`
         bad = [s for s in x.shape[2:] if s % divisor]
         if bad: raise ValueError(f"Spatial sizes {tuple(x.shape[2:])} must be divisible by {divisor} "
                                  f"(pad with medseg_lab.core.pad_to_divisor)")
-    if check_finite and x.device.type != 'meta' and not torch.isfinite(x).all():   # meta tensors (FLOP counting) have no values
+    # meta tensors (FLOP counting) have no values
+    if check_finite and x.device.type != 'meta' and not torch.isfinite(x).all():
         n = (~torch.isfinite(x)).sum().item()
         raise ValueError(f"Input contains {n} NaN/Inf value(s); clean or mask them before the model")
     return x
@@ -197,16 +198,21 @@ class SegDataset(torch.utils.data.Dataset):
                  transform=None, # callable (image, label) -> (image, label), applied on access
                  case_ids:list|None=None, # e.g. source volume of each slice, for volume-level metrics
                 ):
-        if images.ndim not in (4, 5): raise ValueError(f"images must be (N, C, H, W) or (N, C, D, H, W), got {tuple(images.shape)}")
+        if images.ndim not in (4, 5):
+            raise ValueError(f"images must be (N, C, H, W) or (N, C, D, H, W), got {tuple(images.shape)}")
         if labels.shape != images.shape[:1] + images.shape[2:]:
-            raise ValueError(f"labels shape {tuple(labels.shape)} does not match images {tuple(images.shape)} (want (N, *spatial))")
+            raise ValueError(f"labels shape {tuple(labels.shape)} does not match images {tuple(images.shape)} (want "
+                             "(N, *spatial))")
         if not torch.is_floating_point(images): raise ValueError(f"images must be floating point, got {images.dtype}")
         labels = labels.long()
         if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"labels must lie in [0, {num_classes}), found values {torch.unique(labels).tolist()[:10]}")
-        self.images, self.labels, self.num_classes, self.name, self.transform = images, labels, num_classes, name, transform
+            raise ValueError(f"labels must lie in [0, {num_classes}), found values "
+                             f"{torch.unique(labels).tolist()[:10]}")
+        self.images, self.labels, self.num_classes = images, labels, num_classes
+        self.name, self.transform = name, transform
         self.class_names = list(class_names) if class_names is not None else [f"class{i}" for i in range(num_classes)]
-        if len(self.class_names) != num_classes: raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
         self.spatial_dims = images.ndim - 2
         self.spacing = tuple(spacing) if spacing is not None else (1.,) * self.spatial_dims
         self.case_ids = case_ids

@@ -18,8 +18,8 @@ def _check_logits(logits:torch.Tensor) -> None:
     if logits.ndim not in (4, 5):
         raise ValueError(f"logits must be (B, C, H, W) or (B, C, D, H, W), got shape {tuple(logits.shape)}")
     if logits.numel() == 0:
-        raise ValueError(f"logits of shape {tuple(logits.shape)} hold no values: a loss over an empty batch is undefined "
-                         "(torch's mean of nothing is NaN); skip empty batches before the loss")
+        raise ValueError(f"logits of shape {tuple(logits.shape)} hold no values: a loss over an empty batch is "
+                         "undefined (torch's mean of nothing is NaN); skip empty batches before the loss")
 
 def _label_map(target:torch.Tensor) -> torch.Tensor:
     "Integer view of a label map; float label maps are accepted only if every value is a whole number."
@@ -53,7 +53,8 @@ def target_to_one_hot(target:torch.Tensor, # label map (B, *spatial) / (B, 1, *s
                          f"expected 1 (label map) or {C} (one-hot)")
     t = target.to(logits.dtype)
     if not torch.isfinite(t).all() or t.min() < 0 or t.max() > 1:
-        raise ValueError(f"one-hot/binary target values must lie in [0, 1], got min {float(t.min())}, max {float(t.max())}"
+        raise ValueError(f"one-hot/binary target values must lie in [0, 1], got min {float(t.min())}, max "
+                         f"{float(t.max())}"
                          + (" (a label map needs more than one output channel)" if C == 1 else ""))
     return t
 
@@ -63,22 +64,20 @@ _ACTIVATIONS = ('softmax', 'sigmoid')
 class DiceLoss(nn.Module):
     """Soft Dice loss on logits (MONAI `DiceLoss` formula; nnU-Net batch Dice option).
 
-    Args: `activation` 'softmax' (C >= 2 exclusive classes) or 'sigmoid' (binary C = 1 or multi-label);
-    `include_background` keeps channel 0 (default True, as MONAI); `smooth_nr`, `smooth_dr` (1e-5) are added to
-    numerator and denominator; `batch_dice` also sums over the batch; `reduction` 'mean' | 'sum' | 'none'
-    ('none' returns (B, C') or (C',) with batch Dice).
     Raises: ValueError for an unknown activation or reduction, negative smoothing, softmax on one channel,
     include_background=False with one channel, and any invalid target (see `target_to_one_hot`)."""
-    def __init__(self, activation:str='softmax', # 'softmax' (multi-class) or 'sigmoid' (binary / multi-label)
-                 include_background:bool=True, # keep channel 0 in the average
+    def __init__(self, activation:str='softmax', # 'softmax' (C >= 2, exclusive) or 'sigmoid' (binary / multi-label)
+                 include_background:bool=True, # keep channel 0 in the average (as MONAI)
                  smooth_nr:float=1e-5, # added to the numerator
                  smooth_dr:float=1e-5, # added to the denominator
                  batch_dice:bool=False, # sum over the batch too (nnU-Net batch Dice)
-                 reduction:str='mean', # 'mean', 'sum' or 'none'
+                 reduction:str='mean', # 'mean', 'sum' or 'none' ((B, C'), or (C',) with batch Dice)
                 ):
         super().__init__()
-        if activation not in _ACTIVATIONS: raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
-        if reduction not in ('mean', 'sum', 'none'): raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+        if reduction not in ('mean', 'sum', 'none'):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         if smooth_nr < 0 or smooth_dr < 0: raise ValueError("smooth_nr and smooth_dr must be >= 0")
         self.activation, self.include_background, self.batch_dice = activation, include_background, batch_dice
         self.smooth_nr, self.smooth_dr, self.reduction = float(smooth_nr), float(smooth_dr), reduction
@@ -89,7 +88,8 @@ class DiceLoss(nn.Module):
         _check_logits(logits)
         C = logits.shape[1]
         if self.activation == 'softmax' and C == 1:
-            raise ValueError("activation='softmax' over a single channel is constant 1: use activation='sigmoid' for binary logits")
+            raise ValueError("activation='softmax' over a single channel is constant 1: use activation='sigmoid' for "
+                             "binary logits")
         if not self.include_background and C == 1:
             raise ValueError("include_background=False with a single output channel leaves no class to score")
         t = target_to_one_hot(target, logits)
@@ -115,19 +115,21 @@ def _check_lambdas(**lams):
 class BceDiceLoss(nn.Module):
     """`lambda_bce * BCEWithLogits + lambda_dice * sigmoid Dice` for binary segmentation logits (B, 1, *spatial).
 
-    Args: `lambda_bce`, `lambda_dice` (1, 1) weight the two terms; `smooth_nr`, `smooth_dr`, `batch_dice` as in
-    `DiceLoss`. The target is a 0/1 mask (B, *spatial) / (B, 1, *spatial), integer or float (soft values in [0, 1]
-    allowed). Raises: ValueError for negative or all-zero weights, logits with more than one channel, invalid targets."""
+    Raises: ValueError for negative or all-zero weights, logits with more than one channel, invalid targets."""
     def __init__(self, lambda_bce:float=1., # weight of the binary cross-entropy term
                  lambda_dice:float=1., # weight of the soft Dice term
-                 smooth_nr:float=1e-5, smooth_dr:float=1e-5, batch_dice:bool=False):
+                 smooth_nr:float=1e-5, # added to the Dice numerator, as in `DiceLoss`
+                 smooth_dr:float=1e-5, # added to the Dice denominator, as in `DiceLoss`
+                 batch_dice:bool=False, # Dice summed over the batch too, as in `DiceLoss`
+                ):
         super().__init__()
         _check_lambdas(lambda_bce=lambda_bce, lambda_dice=lambda_dice)
         self.lambda_bce, self.lambda_dice = float(lambda_bce), float(lambda_dice)
-        self.dice = DiceLoss('sigmoid', include_background=True, smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch_dice=batch_dice)
+        self.dice = DiceLoss('sigmoid', include_background=True, smooth_nr=smooth_nr, smooth_dr=smooth_dr,
+                             batch_dice=batch_dice)
 
     def forward(self, logits:torch.Tensor, # (B, 1, *spatial) raw scores
-                target:torch.Tensor, # (B, *spatial) or (B, 1, *spatial) 0/1 mask
+                target:torch.Tensor, # (B, *spatial) / (B, 1, *spatial) 0/1 mask, int or float (soft values in [0, 1])
                ) -> torch.Tensor:
         _check_logits(logits)
         if logits.shape[1] != 1:
@@ -140,13 +142,14 @@ class BceDiceLoss(nn.Module):
 class CeDiceLoss(nn.Module):
     """`lambda_ce * CrossEntropy + lambda_dice * softmax Dice` for multi-class logits (B, C >= 2, *spatial).
 
-    Args: `lambda_ce`, `lambda_dice` (1, 1); `include_background` (True, as MONAI; nnU-Net uses False) applies to
-    the Dice term only, CE always uses every class; `smooth_nr`, `smooth_dr`, `batch_dice` as in `DiceLoss`.
     Raises: ValueError for negative or all-zero weights, one-channel logits, invalid targets."""
     def __init__(self, lambda_ce:float=1., # weight of the cross-entropy term
                  lambda_dice:float=1., # weight of the soft Dice term
-                 include_background:bool=True, # keep channel 0 in the Dice term
-                 smooth_nr:float=1e-5, smooth_dr:float=1e-5, batch_dice:bool=False):
+                 include_background:bool=True, # Dice keeps channel 0 (as MONAI; nnU-Net: False); CE uses every class
+                 smooth_nr:float=1e-5, # added to the Dice numerator, as in `DiceLoss`
+                 smooth_dr:float=1e-5, # added to the Dice denominator, as in `DiceLoss`
+                 batch_dice:bool=False, # Dice summed over the batch too, as in `DiceLoss`
+                ):
         super().__init__()
         _check_lambdas(lambda_ce=lambda_ce, lambda_dice=lambda_dice)
         self.lambda_ce, self.lambda_dice = float(lambda_ce), float(lambda_dice)
@@ -157,7 +160,8 @@ class CeDiceLoss(nn.Module):
                ) -> torch.Tensor:
         _check_logits(logits)
         if logits.shape[1] < 2:
-            raise ValueError("CeDiceLoss expects multi-class logits with C >= 2 channels: use BceDiceLoss for binary (B, 1) logits")
+            raise ValueError("CeDiceLoss expects multi-class logits with C >= 2 channels: use BceDiceLoss for binary "
+                             "(B, 1) logits")
         t = target_to_one_hot(target, logits)
         return self.lambda_ce * F.cross_entropy(logits, t) + self.lambda_dice * self.dice(logits, t)
 
@@ -174,6 +178,7 @@ def deep_supervision_weights(n:int, # number of outputs, highest resolution firs
     s = sum(w)
     return [x / s for x in w]
 
+# %% ../nbs/03_losses.ipynb #78cb1057
 def _downsample_target(target:torch.Tensor, spatial:tuple, mode:str) -> torch.Tensor:
     "Nearest-neighbour resize of a label map (B, *sp) / (B, 1, *sp) or one-hot (B, C, *sp) to `spatial`."
     if tuple(target.shape[-len(spatial):]) == tuple(spatial): return target
@@ -182,23 +187,21 @@ def _downsample_target(target:torch.Tensor, spatial:tuple, mode:str) -> torch.Te
     out = F.interpolate(t.float(), size=spatial, mode=mode).to(target.dtype)
     return out[:, 0] if squeeze else out
 
+# %% ../nbs/03_losses.ipynb #a302281e
 class DeepSupervisionLoss(nn.Module):
     """Weighted sum of `loss` over deep-supervision outputs (highest resolution first), nnU-Net style.
 
-    Args: `loss` any loss `f(logits, target)` from this module; `weights` explicit non-negative weights (normalised
-    to sum 1) or None for `1, 1/2, 1/4, ...`; `n_outputs` the expected number of outputs (checked at call time);
-    `zero_lowest` gives the lowest resolution weight 0 as nnU-Net does (only with automatic weights); `mode` the
-    interpolation used to shrink the target ('nearest' or 'nearest-exact').
     Raises: ValueError for negative / all-zero weights, a weights length that disagrees with `n_outputs` or the
     outputs, outputs not ordered highest resolution first, a first output whose size differs from the target."""
-    def __init__(self, loss:nn.Module, # e.g. CeDiceLoss() or BceDiceLoss()
-                 weights:list|None=None, # one weight per output; None: 1, 1/2, 1/4, ... normalised
-                 n_outputs:int|None=None, # expected number of outputs (None: any)
-                 zero_lowest:bool=False, # nnU-Net: lowest-resolution output gets weight 0
-                 mode:str='nearest', # target downsampling: 'nearest' or 'nearest-exact'
+    def __init__(self, loss:nn.Module, # any loss `f(logits, target)` of this module, e.g. CeDiceLoss() or BceDiceLoss()
+                 weights:list|None=None, # non-negative weight per output, normalised to sum 1; None: 1, 1/2, 1/4, ...
+                 n_outputs:int|None=None, # expected number of outputs, checked at call time (None: any)
+                 zero_lowest:bool=False, # nnU-Net: lowest-resolution output gets weight 0 (automatic weights only)
+                 mode:str='nearest', # interpolation that shrinks the target: 'nearest' or 'nearest-exact'
                 ):
         super().__init__()
-        if mode not in ('nearest', 'nearest-exact'): raise ValueError(f"mode must be 'nearest' or 'nearest-exact', got {mode!r}")
+        if mode not in ('nearest', 'nearest-exact'):
+            raise ValueError(f"mode must be 'nearest' or 'nearest-exact', got {mode!r}")
         if n_outputs is not None and n_outputs < 1: raise ValueError(f"n_outputs must be >= 1, got {n_outputs}")
         if weights is not None:
             weights = [float(w) for w in weights]
@@ -206,9 +209,11 @@ class DeepSupervisionLoss(nn.Module):
                 raise ValueError(f"weights must be non-negative with a positive sum, got {weights}")
             if n_outputs is not None and len(weights) != n_outputs:
                 raise ValueError(f"{len(weights)} weights for n_outputs={n_outputs}")
-            if zero_lowest: raise ValueError("zero_lowest applies to automatic weights only: set the last weight to 0 yourself")
+            if zero_lowest:
+                raise ValueError("zero_lowest applies to automatic weights only: set the last weight to 0 yourself")
             weights = [w / sum(weights) for w in weights]
-        self.loss, self.weights, self.n_outputs, self.zero_lowest, self.mode = loss, weights, n_outputs, zero_lowest, mode
+        self.loss, self.weights, self.n_outputs = loss, weights, n_outputs
+        self.zero_lowest, self.mode = zero_lowest, mode
 
     def weights_for(self, n:int) -> list:
         "The normalised weights used for `n` outputs."
@@ -231,8 +236,8 @@ class DeepSupervisionLoss(nn.Module):
         sizes = [tuple(o.shape[2:]) for o in outputs]
         nd = len(sizes[0])
         if tuple(target.shape[-nd:]) != sizes[0]:
-            raise ValueError(f"target spatial size {tuple(target.shape[-nd:])} must equal the first (highest-resolution) "
-                             f"output's {sizes[0]}")
+            raise ValueError(f"target spatial size {tuple(target.shape[-nd:])} must equal the first "
+                             f"(highest-resolution) output's {sizes[0]}")
         for a, b in zip(sizes, sizes[1:]):
             if len(b) != nd or any(y > x for x, y in zip(a, b)):
                 raise ValueError(f"outputs must be ordered highest resolution first, got spatial sizes {sizes}")

@@ -249,18 +249,21 @@ def count_flops(model:nn.Module, # model called as model(x); its output may be a
     from torch.utils.flop_counter import FlopCounterMode
     shape = tuple(int(s) for s in input_shape)
     if len(shape) < 3 or shape[0] != 1 or min(shape) < 1:
-        raise ValueError(f"input_shape must be the full shape with batch size 1, e.g. (1, C, H, W), got {input_shape!r}")
+        raise ValueError("input_shape must be the full shape with batch size 1, e.g. (1, C, H, W), got "
+                         f"{input_shape!r}")
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device('cpu')
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
     was_training = model.training
     model.eval()
     from torch.nn.attention import sdpa_kernel, SDPBackend
-    try:   # the MATH attention backend decomposes SDPA into matmuls the counter sees (fused CPU kernels have no formula)
+    # the MATH attention backend decomposes SDPA into matmuls the counter sees (fused CPU kernels have no formula)
+    try:
         with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter: model(x)
     finally: model.train(was_training)
     flops = int(counter.get_total_flops())
-    return {'macs': flops // 2, 'flops': flops, 'tool': f'torch.utils.flop_counter.FlopCounterMode (torch {torch.__version__})',
+    return {'macs': flops // 2, 'flops': flops,
+            'tool': f'torch.utils.flop_counter.FlopCounterMode (torch {torch.__version__})',
             'input_shape': shape, 'batch_size': 1, 'note': _FLOP_NOTE}
 
 def _human(n:float) -> str:

@@ -45,7 +45,8 @@ MAX_ORDER = 4
 
 def _check_order(order):
     if not isinstance(order, int) or isinstance(order, bool) or not 1 <= order <= MAX_ORDER:
-        raise ValueError(f"order must be an int in 1..{MAX_ORDER} (the largest Adams–Bashforth step count), got {order!r}")
+        raise ValueError(f"order must be an int in 1..{MAX_ORDER} (the largest Adams–Bashforth step count), got "
+                         f"{order!r}")
 
 def adams_schedule(n_steps:int, # number of steps (the network: L, its stage count)
                    order:int=4, # max step count k of the predictor, 1..4 (corrector: AM_min(k,3))
@@ -59,7 +60,8 @@ def adams_schedule(n_steps:int, # number of steps (the network: L, its stage cou
     if startup == "adaptive": sched = [(min(i, order), min(i, order, 3)) for i in range(1, n_steps + 1)]
     elif startup == "exact":
         if n_steps < order - 1:
-            raise ValueError(f"startup='exact' with order {order} seeds {order} values, so n_steps must be >= {order - 1}, got {n_steps}")
+            raise ValueError(f"startup='exact' with order {order} seeds {order} values, so n_steps must be >= "
+                             f"{order - 1}, got {n_steps}")
         sched = [(order, min(order, 3))] * (n_steps - (order - 1))
     else: raise ValueError(f"startup must be 'adaptive' or 'exact', got {startup!r}")
     if sched and not final_corrector: sched[-1] = (sched[-1][0], 0)
@@ -116,31 +118,36 @@ def multistep_solve(f:Callable[[torch.Tensor, torch.Tensor], torch.Tensor], # f(
                     y_exact:Callable[[torch.Tensor], torch.Tensor]|None=None, # t -> y(t), needed for 'exact'
                     final_corrector:bool=True, # False: last step predictor-only, as the FuseUNet decoder
                    ) -> torch.Tensor:
-    "Adams predictor–corrector (PECE) solution of y' = f(t, y), y(t0) = y0 on a uniform grid: `(n_steps + 1, *y0.shape)`."
+    """Adams predictor–corrector (PECE) solution of y' = f(t, y), y(t0) = y0 on a uniform grid:
+    `(n_steps + 1, *y0.shape)`."""
     if not isinstance(y0, torch.Tensor) or not torch.is_floating_point(y0):
         raise ValueError(f"y0 must be a floating-point tensor, got {type(y0).__name__} {getattr(y0, 'dtype', '')}")
     if not math.isfinite(float(t0)) or not math.isfinite(float(t1)) or float(t0) == float(t1):
         raise ValueError(f"t0 and t1 must be finite and different, got {t0!r}, {t1!r}")
     if startup == "adaptive" and y_exact is not None:
         raise ValueError("y_exact is only used with startup='exact'")
-    schedule = adams_schedule(n_steps, order, startup, final_corrector)                  # checks n_steps, order, startup
+    # checks n_steps, order, startup
+    schedule = adams_schedule(n_steps, order, startup, final_corrector)
     dt = (float(t1) - float(t0)) / n_steps
     ts = [torch.tensor(float(t0) + n * dt, dtype=y0.dtype, device=y0.device) for n in range(n_steps + 1)]
     def F_at(n, y):
         out = f(ts[n], y)
         if not isinstance(out, torch.Tensor) or out.shape != y.shape:
-            raise ValueError(f"f(t, y) must return a tensor of y's shape {tuple(y.shape)}, got {getattr(out, 'shape', type(out).__name__)}")
+            raise ValueError(f"f(t, y) must return a tensor of y's shape {tuple(y.shape)}, got "
+                             f"{getattr(out, 'shape', type(out).__name__)}")
         return out
     if startup == "exact":
         if not callable(y_exact): raise ValueError("startup='exact' needs y_exact, a callable t -> y(t)")
         seeds = [y_exact(ts[n]) for n in range(order)]
         for s in seeds:
             if not isinstance(s, torch.Tensor) or s.shape != y0.shape:
-                raise ValueError(f"y_exact(t) must return a tensor of y0's shape {tuple(y0.shape)}, got {getattr(s, 'shape', type(s).__name__)}")
+                raise ValueError(f"y_exact(t) must return a tensor of y0's shape {tuple(y0.shape)}, got "
+                                 f"{getattr(s, 'shape', type(s).__name__)}")
         seeds = [s.to(y0) for s in seeds]
         tol = 1e3 * torch.finfo(y0.dtype).eps * (1 + y0.abs().max().item())
         if (seeds[0] - y0).abs().max().item() > tol:
-            raise ValueError(f"y_exact(t0) differs from y0 by {(seeds[0] - y0).abs().max().item():.3g} (> {tol:.1g}): not this problem's solution")
+            raise ValueError(f"y_exact(t0) differs from y0 by {(seeds[0] - y0).abs().max().item():.3g} (> {tol:.1g}): "
+                             "not this problem's solution")
         ys = [y0, *seeds[1:]][:n_steps + 1]
     else: ys = [y0]
     return torch.stack(adams_pc(F_at, ys, dt, schedule))
@@ -150,12 +157,14 @@ def empirical_order(step_sizes:Sequence[float], # δ of each run
                     errors:Sequence[float], # global error of each run
                    ) -> float:
     "Least-squares slope of log(error) against log(step size): the measured convergence order."
-    x, y = torch.log(torch.tensor(step_sizes, dtype=torch.float64)), torch.log(torch.tensor(errors, dtype=torch.float64))
+    x = torch.log(torch.tensor(step_sizes, dtype=torch.float64))
+    y = torch.log(torch.tensor(errors, dtype=torch.float64))
     x = x - x.mean()
     return float((x * (y - y.mean())).sum() / (x * x).sum())
 
 # %% ../nbs/04_ode.ipynb #06c84e6e
-_ADAPTIVE = {"dopri5": 6, "dopri8": 13, "bosh3": 3, "fehlberg2": 3, "adaptive_heun": 2}   # method -> evaluations per step
+# method -> evaluations per step
+_ADAPTIVE = {"dopri5": 6, "dopri8": 13, "bosh3": 3, "fehlberg2": 3, "adaptive_heun": 2}
 _FIXED_GRID = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 
 def _guard_message(max_num_steps, where, nfe):
@@ -248,17 +257,18 @@ def _adjoint_params(func, adjoint_params) -> tuple:
     return params
 
 # %% ../nbs/04_ode.ipynb #ee17763a
-def solve_continuous(func:Callable[[torch.Tensor, torch.Tensor], torch.Tensor], # f(t, y) -> dy/dt; an nn.Module for the adjoint
-                     y0:torch.Tensor, # initial state, any shape, floating point
-                     t:Sequence[float]|torch.Tensor, # increasing (or decreasing) output times from y0's, >= 2 points
-                     method:str="dopri5", # a torchdiffeq method: adaptive 'dopri5', 'bosh3', … or fixed-grid 'euler', 'rk4', …
-                     adjoint:bool=True, # back-propagate with the adjoint method (O(1) memory) instead of through the steps
-                     rtol:float=1e-3, # relative tolerance (adaptive methods)
-                     atol:float=1e-4, # absolute tolerance (adaptive methods)
-                     first_step:float|None=None, # adaptive: initial step (None: torchdiffeq picks it); fixed-grid: the step
-                     max_num_steps:int=1000, # step cap (forward and adjoint backward); exceeded -> RuntimeError
-                     adjoint_params:Sequence[torch.Tensor]|None=None, # tensors the adjoint differentiates (None: func's parameters)
-                    ) -> tuple[torch.Tensor, int]:
+def solve_continuous(
+    func:Callable[[torch.Tensor, torch.Tensor], torch.Tensor], # f(t, y) -> dy/dt; an nn.Module for the adjoint
+    y0:torch.Tensor, # initial state, any shape, floating point
+    t:Sequence[float]|torch.Tensor, # increasing (or decreasing) output times from y0's, >= 2 points
+    method:str="dopri5", # a torchdiffeq method: adaptive 'dopri5', 'bosh3', … or fixed-grid 'euler', 'rk4', …
+    adjoint:bool=True, # back-propagate with the adjoint method (O(1) memory) instead of through the steps
+    rtol:float=1e-3, # relative tolerance (adaptive methods)
+    atol:float=1e-4, # absolute tolerance (adaptive methods)
+    first_step:float|None=None, # adaptive: initial step (None: torchdiffeq picks it); fixed-grid: the step
+    max_num_steps:int=1000, # step cap (forward and adjoint backward); exceeded -> RuntimeError
+    adjoint_params:Sequence[torch.Tensor]|None=None, # tensors the adjoint differentiates (None: func's parameters)
+) -> tuple[torch.Tensor, int]:
     "Solve y' = func(t, y), y(t[0]) = y0 with torchdiffeq; returns `(solution (len(t), *y0.shape), forward NFE)`."
     t, options = _solver_options(y0, t, method, rtol, atol, first_step, max_num_steps)
     if y0.numel() == 0: return torch.stack([y0] * len(t)), 0       # nothing to integrate (e.g. an empty batch)
@@ -269,11 +279,13 @@ def solve_continuous(func:Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
         params = _adjoint_params(func, adjoint_params)
         adj_options = {**options, "max_num_steps": max_num_steps + 1} if method in _ADAPTIVE else dict(options)
         solve = lambda: torchdiffeq.odeint_adjoint(counted, y0, t, rtol=rtol, atol=atol, method=method, options=options,
-                                                   adjoint_options=adj_options, adjoint_params=params)   # our guard first
+                                                   # our guard first
+                                                   adjoint_options=adj_options, adjoint_params=params)
     else: solve = lambda: torchdiffeq.odeint(counted, y0, t, rtol=rtol, atol=atol, method=method, options=options)
     try: solution = solve()
     except AssertionError as e:
-        if "max_num_steps" in str(e): raise RuntimeError(_guard_message(max_num_steps, "forward solve", counted.nfe)) from None
+        if "max_num_steps" in str(e):
+            raise RuntimeError(_guard_message(max_num_steps, "forward solve", counted.nfe)) from None
         if "underflow in dt" in str(e) and (msg := _nonfinite_message(counted)): raise FloatingPointError(msg) from None
         raise
     if not torch.isfinite(solution).all():   # a fixed-grid method steps through NaNs without complaint

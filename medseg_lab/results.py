@@ -60,7 +60,8 @@ def _jsonable(o):
 
 def save_results(notebook:str, # the notebook's stem, e.g. 'mmunet_ablation' (the file is `<notebook>.json`)
                  results, # the measured numbers: any JSON-ready object (dicts, lists, numbers, strings)
-                 command:str, # the command that reproduces them, e.g. 'make reproduce NB=nbs/demos/mmunet_ablation.ipynb'
+                 # the command that reproduces them, e.g. 'make reproduce NB=nbs/demos/mmunet_ablation.ipynb'
+                 command:str,
                  setting:dict|None=None, # the parameters of the run (sizes, budgets, seeds)
                  folder=None, # where to write (None: `results_dir()`)
                 ) -> Path:
@@ -68,7 +69,8 @@ def save_results(notebook:str, # the notebook's stem, e.g. 'mmunet_ablation' (th
     import medseg_lab
     if not isinstance(notebook, str) or not notebook or any(c in notebook for c in '/\\') or notebook.endswith('.json'):
         raise ValueError(f"notebook must be a notebook stem such as 'mmunet_ablation', got {notebook!r}")
-    if not isinstance(command, str) or not command.strip(): raise ValueError("command must say how to reproduce the results")
+    if not isinstance(command, str) or not command.strip():
+        raise ValueError("command must say how to reproduce the results")
     folder = Path(folder) if folder is not None else results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     rec = dict(notebook=notebook, command=command, setting=setting or {},
@@ -90,14 +92,15 @@ def load_results(notebook:str, # the notebook's stem
         raise FileNotFoundError(f"no results file {path}: run the notebook's slow setting to write it "
                                 f"(make reproduce NB=<notebook>); results files present: {have or 'none'}")
     try: return json.loads(path.read_text())
-    except json.JSONDecodeError as e: raise ValueError(f"results file {path} is not valid JSON ({e}): rerun its slow setting") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"results file {path} is not valid JSON ({e}): rerun its slow setting") from e
 
 def provenance(rec:dict) -> str:
     "One markdown line saying where a results record comes from (for under a table)."
     m = rec.get('machine', {})
     return (f"_Measured {rec.get('date_utc')} by `{rec.get('command')}` on {m.get('cpu')}, {m.get('cores')} cores "
-            f"({m.get('torch_threads')} torch threads{', ' + m['cuda'] if m.get('cuda') else ''}), torch {m.get('torch')}, "
-            f"commit {str(rec.get('commit'))[:12]}._")
+            f"({m.get('torch_threads')} torch threads{', ' + m['cuda'] if m.get('cuda') else ''}), torch "
+            f"{m.get('torch')}, commit {str(rec.get('commit'))[:12]}._")
 
 # %% ../nbs/06_results.ipynb #r0n0te02
 def results_or_note(notebook:str, # the notebook's stem, as for `load_results`

@@ -146,6 +146,7 @@ def selective_scan_reference(u:torch.Tensor, # input (batch, dim, length)
 _LOG2E = 1 / math.log(2)
 MAX_CHUNK_DECAY = 60.  # nats of decay per chunk above which the chunk length is halved (precision, no overflow)
 
+# %% ../nbs/05_ssm.ipynb #c3db7324
 def _check_stable(A, dt):
     "Raise ValueError where the recurrence would grow: A > 0, or negative steps Δ (after bias and softplus)."
     if (A > 0).any(): raise ValueError(f"A has {(A > 0).sum().item()} positive value(s): the scan would grow without "
@@ -159,8 +160,10 @@ def _chunk_states(h0, dt, xb, Ag, chunk:int, A_abs_max=None):
     chunk decays by more than MAX_CHUNK_DECAY. `xb` is a temporary: it is overwritten (in place, to save passes)."""
     b, g, dg, lb = dt.shape
     nc, n = lb // chunk, Ag.shape[-1]
-    A6 = (Ag * _LOG2E)[:, :, None, None, :]                             # (g, dg, 1, 1, n), base 2: exp2 is ~5x faster than exp
-    cdt = dt.reshape(b, g, dg, nc, chunk, 1).cumsum(-2)                 # Σ Δ since chunk start; S_t = A Σ Δ (A is constant in time)
+    # (g, dg, 1, 1, n), base 2: exp2 is ~5x faster than exp
+    A6 = (Ag * _LOG2E)[:, :, None, None, :]
+    # Σ Δ since chunk start; S_t = A Σ Δ (A is constant in time)
+    cdt = dt.reshape(b, g, dg, nc, chunk, 1).cumsum(-2)
     tot = cdt[..., -1:, :]                                              # (b, g, dg, nc, 1, 1)
     if A_abs_max is None: A_abs_max = Ag.abs().amax(-1)[..., None]
     if chunk > 1 and (tot.amax((0, 3, 4)) * A_abs_max).max() > MAX_CHUNK_DECAY: return None
@@ -179,7 +182,8 @@ def _chunk_states(h0, dt, xb, Ag, chunk:int, A_abs_max=None):
         starts.append(h)
         h = torch.addcmul(hl_end[..., c, :], decay[..., c, :], h)
     hs = torch.stack(starts, -2)[..., None, :]                          # state entering each chunk
-    H = cs.addcmul_(eh, hs)                                             # h_t = e^(S_t - S_T/2) (cs_t + e^(S_T/2) h_start)
+    # h_t = e^(S_t - S_T/2) (cs_t + e^(S_T/2) h_start)
+    H = cs.addcmul_(eh, hs)
     if E is not None: H.mul_(E)
     return H.reshape(b, g, dg, lb, n), h
 
@@ -194,6 +198,7 @@ def _cut(t, s, e):
     "Time slice [s, e) of a grouped, time-major B/C (.., L|1, n)."
     return t[..., s:e, :] if t.shape[-2] > 1 else t
 
+# %% ../nbs/05_ssm.ipynb #1e5449fb
 class _ChunkedScan(torch.autograd.Function):
     """The chunked scan over whole blocks with a hand-written backward: the gradient of a linear recurrence is the same
     recurrence run backwards, so the backward pass re-runs `_states` (states forward, state gradients in reverse) block
@@ -206,7 +211,8 @@ class _ChunkedScan(torch.autograd.Function):
         for s in range(0, L, block):
             e = min(s + block, L)
             starts.append(h)
-            H, h = _states(h, dt[..., s:e], (dt[..., s:e] * x[..., s:e])[..., None] * _cut(Bg, s, e), Ag, chunk, A_abs_max)
+            H, h = _states(h, dt[..., s:e], (dt[..., s:e] * x[..., s:e])[..., None] * _cut(Bg, s, e), Ag, chunk,
+                           A_abs_max)
             torch.sum(H.mul_(_cut(Cg, s, e)), -1, out=y[..., s:e])
         ctx.save_for_backward(dt, x, Ag, Bg, Cg, *starts)
         ctx.chunk, ctx.block = chunk, block
@@ -218,7 +224,8 @@ class _ChunkedScan(torch.autograd.Function):
         chunk, block, L = ctx.chunk, ctx.block, dt.shape[-1]
         gdt, gx, gA = torch.empty_like(dt), torch.empty_like(x), torch.zeros_like(Ag)
         gB, gC = torch.zeros_like(Bg), torch.zeros_like(Cg)
-        A4, carry = Ag[:, :, None, :], gh                              # carry: a_{t+1} ∂h_{t+1} entering a block from the right
+        # carry: a_{t+1} ∂h_{t+1} entering a block from the right
+        A4, carry = Ag[:, :, None, :], gh
         for k, s in reversed(list(enumerate(range(0, L, block)))):
             e = min(s + block, L)
             dtb, xk, gyb, Bb, Cb = dt[..., s:e], x[..., s:e], gy[..., s:e], _cut(Bg, s, e), _cut(Cg, s, e)
@@ -247,15 +254,18 @@ def _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, r
     dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
     dt, x, Ag, Bg, Cg = _grouped(b, d, l, groups, dtype, u, delta, A, B, C, delta_bias, delta_softplus)
     _check_stable(Ag, dt)
-    if not (isinstance(chunk_size, int) and chunk_size > 0): raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if not (isinstance(chunk_size, int) and chunk_size > 0):
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     chunk = min(chunk_size, l)
     pad = -l % chunk
     if pad:  # Δ = 0 and u = 0 on the padding: the state passes through unchanged
         dt, x = F.pad(dt, (0, pad)), F.pad(x, (0, pad))
         Bg, Cg = [F.pad(t, (0, pad)) if t.shape[-1] > 1 else t for t in (Bg, Cg)]
     block = chunk * max(1, block_elements // (b * d * n * chunk))
-    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
-    Bg, Cg = Bg.transpose(-1, -2).contiguous(), Cg.transpose(-1, -2).contiguous()   # time-major (.., L|1, n): contiguous slices
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                           for t in (u, delta, A, B, C, D, z, delta_bias))
+    # time-major (.., L|1, n): contiguous slices
+    Bg, Cg = Bg.transpose(-1, -2).contiguous(), Cg.transpose(-1, -2).contiguous()
     y, h = _ChunkedScan.apply(dt, x, Ag, Bg, Cg, chunk, block)
     y = _finish(y[..., :l].reshape(b, d, l), u, D, z, dtype, inplace=not grad)
     return (y, h.reshape(b, d, n)) if return_last_state else y
@@ -379,7 +389,8 @@ def scan_order(spatial_shape:tuple, # (D, H, W) or (H, W), or any order that `ax
 def cross_scan_2d(x:torch.Tensor, # feature map (B, C, H, W)
                  ) -> torch.Tensor:
     "Four scan directions of SS2D: (B, C, H, W) -> (B, 4, C, H*W) as row-major, column-major, both reversed."
-    if not isinstance(x, torch.Tensor) or x.ndim != 4: raise ValueError(f"cross_scan_2d expects (B, C, H, W), got {getattr(x, 'shape', type(x))}")
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"cross_scan_2d expects (B, C, H, W), got {getattr(x, 'shape', type(x))}")
     rows, cols = x.flatten(2), x.transpose(2, 3).flatten(2)
     return torch.stack([rows, cols, rows.flip(-1), cols.flip(-1)], 1)
 
@@ -403,13 +414,20 @@ def _bmm(W, x):
 class MambaMixer(nn.Module):
     """Mamba-1 mixer block in pure PyTorch, `(batch, length, d_model) -> (batch, length, d_model)`.
 
-    Args: d_model (channels), d_state (N, default 16), d_conv (causal conv width, 4), expand (inner width factor, 2),
-    dt_rank ('auto' = ceil(d_model/16)), dt_min/dt_max/dt_init_floor (Δ initialisation), bias/conv_bias (linear and
-    conv biases), bidirectional (BiScan: add a flipped pass with its own SSM parameters), backend (selective_scan's).
     Raises: ValueError for non-positive sizes or an unknown backend; on input of the wrong shape or with NaN."""
-    def __init__(self, d_model:int, d_state:int=16, d_conv:int=4, expand:int=2, dt_rank:int|str="auto",
-                 dt_min:float=1e-3, dt_max:float=0.1, dt_init_floor:float=1e-4, bias:bool=False, conv_bias:bool=True,
-                 bidirectional:bool=False, backend:str="auto"):
+    def __init__(self, d_model:int, # channels
+                 d_state:int=16, # SSM state size N
+                 d_conv:int=4, # causal depthwise conv width
+                 expand:int=2, # inner width factor
+                 dt_rank:int|str="auto", # rank of the Δ projection; 'auto' = ceil(d_model/16)
+                 dt_min:float=1e-3, # initial Δ is drawn log-uniformly from [dt_min, dt_max]
+                 dt_max:float=0.1, # upper end of the initial Δ range
+                 dt_init_floor:float=1e-4, # the initial Δ is clamped to at least this
+                 bias:bool=False, # biases of the linear projections
+                 conv_bias:bool=True, # bias of the causal conv
+                 bidirectional:bool=False, # BiScan: add a flipped pass with its own SSM parameters
+                 backend:str="auto", # `selective_scan`'s backend
+                ):
         super().__init__()
         for name, v in (('d_model', d_model), ('d_state', d_state), ('d_conv', d_conv), ('expand', expand)):
             if not isinstance(v, int) or v < 1: raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -431,8 +449,8 @@ class MambaMixer(nn.Module):
             dt = dt.clamp(min=dt_init_floor)
             with torch.no_grad(): dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
             A_log = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1)
-            for name, mod in (('conv1d', conv), ('x_proj', x_proj), ('dt_proj', dt_proj), ('A_log', nn.Parameter(A_log)),
-                              ('D', nn.Parameter(torch.ones(self.d_inner)))):
+            for name, mod in (('conv1d', conv), ('x_proj', x_proj), ('dt_proj', dt_proj),
+                              ('A_log', nn.Parameter(A_log)), ('D', nn.Parameter(torch.ones(self.d_inner)))):
                 setattr(self, name + sfx, mod)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 
@@ -486,7 +504,8 @@ class MambaMixer(nn.Module):
         cat = lambda k: torch.cat([fwd[k], bwd[k]], 1 if k in ('u', 'delta') else 0)
         both = lambda k: torch.stack([fwd[k], bwd[k]], 1)                 # (batch, 2 groups, n_state, length)
         y = selective_scan(cat('u'), cat('delta'), cat('A'), both('B'), both('C'), cat('D'),
-                           delta_bias=cat('delta_bias'), delta_softplus=True, reverse=(False, True), backend=self.backend)
+                           delta_bias=cat('delta_bias'), delta_softplus=True, reverse=(False, True),
+                           backend=self.backend)
         b, _, L = y.shape
         return y.view(b, 2, self.d_inner, L).sum(1) * F.silu(z)         # both directions share the gate z
 
@@ -510,12 +529,15 @@ def hidden_attention(u:torch.Tensor, # input (batch, dim, length); only its shap
                      delta_bias:torch.Tensor|None=None, # (dim,) added to delta
                      delta_softplus:bool=False, # Δ = softplus(delta + delta_bias)
                      channels=None, # None (all), or indices / a slice of the channels to build α for
-                     reduce:str|None=None, # None: per channel (batch, c, L, L); 'mean' / 'abs_mean' over channels: (batch, L, L)
+                     # None: per channel (batch, c, L, L); 'mean' / 'abs_mean' over channels: (batch, L, L)
+                     reduce:str|None=None,
                      max_elements:int=2**26, # refuse to build more than this many values of (batch, c, L, L)
                     ) -> torch.Tensor:
-    "The causal matrix α[t, s] = C_t·Π_{k=s+1..t} exp(Δ_k A)·Δ_s B_s with `scan(u) = α @ u` per channel (before D and gate)."
+    """The causal matrix α[t, s] = C_t·Π_{k=s+1..t} exp(Δ_k A)·Δ_s B_s with `scan(u) = α @ u` per channel
+    (before D and gate)."""
     b, d, l, n, groups = _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-    if reduce not in (None, 'mean', 'abs_mean'): raise ValueError(f"reduce must be None, 'mean' or 'abs_mean', got {reduce!r}")
+    if reduce not in (None, 'mean', 'abs_mean'):
+        raise ValueError(f"reduce must be None, 'mean' or 'abs_mean', got {reduce!r}")
     out_dtype, dtype = _compute_dtype(u, delta, A, B, C), torch.float64
     dt, _, Ag, Bg, Cg = _grouped(b, d, l, groups, dtype, u, delta, A, B, C, delta_bias, delta_softplus)
     _check_stable(Ag, dt)
@@ -523,8 +545,8 @@ def hidden_attention(u:torch.Tensor, # input (batch, dim, length); only its shap
     if idx.numel() == 0: raise ValueError(f"channels selects no channel of dim={d}: {channels!r}")
     if b * idx.numel() * l * l > max_elements:
         raise ValueError(f"hidden_attention would build (batch={b}, channels={idx.numel()}, L={l}, L={l}) = "
-                         f"{b * idx.numel() * l * l:,} values > max_elements={max_elements:,}: pass a subset of `channels`, "
-                         "a shorter sequence, or raise max_elements if the memory is there")
+                         f"{b * idx.numel() * l * l:,} values > max_elements={max_elements:,}: pass a subset of "
+                         "`channels`, a shorter sequence, or raise max_elements if the memory is there")
     full = lambda t: t.expand(b, groups, d // groups, n, l).reshape(b, d, n, l)[:, idx]   # per channel (b, c, n, l)
     dt = dt.reshape(b, d, l)[:, idx]
     Bd, Cd, Ad = full(Bg), full(Cg), Ag.reshape(d, n)[idx]

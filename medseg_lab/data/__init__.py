@@ -11,14 +11,15 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['PAPERS', 'READERS', 'PAPER_METHODS', 'CARD_SCHEMA', 'LAYOUT_SCHEMA', 'validate_card', 'cards_dir', 'list_cards',
+__all__ = ['PAPERS', 'PAPER_METHODS', 'CARD_SCHEMA', 'READERS', 'LAYOUT_SCHEMA', 'validate_card', 'cards_dir', 'list_cards',
            'load_card', 'cards_table']
 
 # %% ../../nbs/01_data.ipynb #adbf33a5
 PAPERS = { # the key a card's `paper:` field uses -> the paper, its link and its official code
-    'fuseunet': dict(method='FuseUNet', link='https://arxiv.org/abs/2506.05821', code='https://github.com/nayutayuki/FuseUNet',
-                     citation='He, Q.; Min, X.; Wang, K.; He, T. FuseUNet: A Multi-Scale Feature Fusion Method for U-like '
-                              'Networks. ICML 2025'),
+    'fuseunet': dict(method='FuseUNet', link='https://arxiv.org/abs/2506.05821',
+                     code='https://github.com/nayutayuki/FuseUNet',
+                     citation='He, Q.; Min, X.; Wang, K.; He, T. FuseUNet: A Multi-Scale Feature Fusion Method for '
+                              'U-like Networks. ICML 2025'),
     'cnmunet': dict(method='CNM-UNet (+ DUSE)', link=None, code='https://github.com/Tianqi04/CNM-UNet',
                     citation='Xu, T.; Zhu, Y.; He, Q.; Cao, Y.; Wang, K.; Yi, Z.; He, T. CNM-UNet: Continuous Ordinary '
                              'Differential Equations for Medical Image Segmentation. AAAI 2026'),
@@ -32,9 +33,9 @@ PAPERS = { # the key a card's `paper:` field uses -> the paper, its link and its
                     citation='Dong, C.; Tang, F.; Mao, R.; Gao, X.; Zhou, S. K. Thinning a Medical Image Segmentation '
                              'Model via Dual-Level Multiscale Fusion (LGMSNet)'),
 }
-READERS = ('folder2d', 'nifti', 'folder', 'builtin')
 PAPER_METHODS = ('FuseUNet', 'CNM-UNet', 'DUSE', 'MM-UNet', 'DSVM-UNet', 'LGMSNet') # the papers' own methods
 
+# %% ../../nbs/01_data.ipynb #755399cc
 CARD_SCHEMA = { # field: (type, required, what it holds)
     'name':             (str,   True,  "identifier, equal to the file stem (lower case, underscores)"),
     'title':            (str,   True,  "the data set's usual name"),
@@ -56,6 +57,8 @@ CARD_SCHEMA = { # field: (type, required, what it holds)
     'notes':            (str,   False, "anything a user must know (caveats, discrepancies between sources)"),
 }
 
+# %% ../../nbs/01_data.ipynb #28a83940
+READERS = ('folder2d', 'nifti', 'folder', 'builtin')
 _SPLITS_FIELD = ('splits', dict, False, "{split: {layout field: override}}, e.g. train -> imagesTr, test -> imagesTs")
 LAYOUT_SCHEMA = { # reader: {field: (type, required, meaning)}
     'folder2d': {
@@ -117,6 +120,7 @@ def _check_layout(lay, n_classes, where, errs):
         try: re.compile(lay['channel_suffix'])
         except re.error as e: errs.append(f"{where}.channel_suffix is not a valid regex: {e}")
 
+# %% ../../nbs/01_data.ipynb #eabec2bd
 def validate_card(card:dict, # a parsed card (the YAML mapping)
                   name:str|None=None, # expected `name` (the file stem); None skips that check
                  ) -> dict:
@@ -136,7 +140,8 @@ def validate_card(card:dict, # a parsed card (the YAML mapping)
     for i, c in enumerate(classes):
         if not (isinstance(c, dict) and _is(c.get('name'), str) and isinstance(c.get('values'), list)
                 and all(_is(v, int) for v in c['values']) and set(c) <= {'name', 'values', 'notes'}):
-            errs.append(f"{where}: classes[{i}] must be {{name: str, values: [int, ...], notes?: str}}, got {c!r}"); continue
+            errs.append(f"{where}: classes[{i}] must be {{name: str, values: [int, ...], notes?: str}}, got {c!r}")
+            continue
         for v in c['values']:
             if v in seen: errs.append(f"{where}: label value {v} used by both '{seen[v]}' and '{c['name']}'")
             seen[v] = c['name']
@@ -177,8 +182,8 @@ def cards_dir() -> Path:
     for p in starts:
         if (p/'data_cards').is_dir(): return p/'data_cards'
     raise FileNotFoundError(f"no data_cards/ folder found (looked in {starts[0]}); medseg_lab reads its cards from the "
-                            "repository checkout, so use an editable install (pip install -e .) or set MEDSEG_LAB_CARDS "
-                            "to the data_cards folder")
+                            "repository checkout, so use an editable install (pip install -e .) or set "
+                            "MEDSEG_LAB_CARDS to the data_cards folder")
 
 def _norm(name:str) -> str: return re.sub(r'[^a-z0-9]+', '_', str(name).lower()).strip('_')
 

@@ -70,8 +70,9 @@ def _channel_files(folder:Path, ending:str, n_channels:int, where:Path) -> list:
     for case, chans in sorted(groups.items()):
         if sorted(chans) != list(range(n_channels)):
             want = ', '.join(f'_{i:04d}' for i in range(n_channels))
-            raise FileNotFoundError(f"case {case} in {folder} has channel files {[f'_{i:04d}' for i in sorted(chans)]}; "
-                                    f"{where} names {n_channels} channel(s), so it needs {want}")
+            raise FileNotFoundError(f"case {case} in {folder} has channel files "
+                                    f"{[f'_{i:04d}' for i in sorted(chans)]}; {where} names {n_channels} channel(s), "
+                                    f"so it needs {want}")
         out.append((case, [chans[i] for i in range(n_channels)]))
     return out
 
@@ -97,7 +98,8 @@ def _inspect_nnunet_v2(root:Path, meta:dict, js:Path) -> FolderInfo:
     spl = root / 'splits_final.json'
     return FolderInfo(root, 'nnunet_v2', meta.get('name') or root.name, sd, chans, names, values, splits, ending,
                       splits_file=spl if spl.is_file() else None,
-                      notes=[f"nnU-Net v2 raw folder: {len(chans)} channel(s) {chans}, labels {dict(zip(names, values))}"])
+                      notes=[f"nnU-Net v2 raw folder: {len(chans)} channel(s) {chans}, labels "
+                             f"{dict(zip(names, values))}"])
 
 # %% ../../nbs/01f_data.folders.ipynb #3a541f49
 def _inspect_msd(root:Path, meta:dict, js:Path) -> FolderInfo:
@@ -144,8 +146,8 @@ def _cases_2d(split_dir:Path, split:str) -> list:
     for im in images:
         m = _mask_for(im, mask_dir)
         if m is None and mask_dir is not None and split != 'test':
-            raise FileNotFoundError(f"image {im} has no mask in {mask_dir} (looked for "
-                                    f"{', '.join(_strip_ext(im.name, _IMAGE_EXT) + s + '.png' for s in _MASK_SUFFIXES)}, ...)")
+            tried = ', '.join(_strip_ext(im.name, _IMAGE_EXT) + s + '.png' for s in _MASK_SUFFIXES)
+            raise FileNotFoundError(f"image {im} has no mask in {mask_dir} (looked for {tried}, ...)")
         cases.append((_strip_ext(im.name, _IMAGE_EXT), [im], m))
     if mask_dir is None and split != 'test': raise FileNotFoundError(f"{split_dir} has images/ but no masks/ or "
                                                                      "labels/ folder")
@@ -190,7 +192,9 @@ def _inspect_2d(root:Path, meta:dict, progress:bool=False) -> FolderInfo:
         names = ['background', 'foreground'] if len(values) == 2 else ['background'] + [f'class{v}' for v in values[1:]]
     chans = ['R', 'G', 'B'] if _image_channels(images) == 3 else ['grey']
     return FolderInfo(root, 'folder2d', meta.get('name') or root.name, 2, chans, names, values, splits,
-                      mask_threshold=thr, notes=[f"2D folder, splits {sorted(splits)}: {note}; images {'RGB' if len(chans) == 3 else 'grey'}"])
+                      mask_threshold=thr,
+                      notes=[f"2D folder, splits {sorted(splits)}: {note}; images "
+                             f"{'RGB' if len(chans) == 3 else 'grey'}"])
 
 # %% ../../nbs/01f_data.folders.ipynb #d9df4dbc
 def inspect_folder(root:str|Path, # a data set folder in one of FOLDER_LAYOUTS
@@ -216,8 +220,9 @@ def _folder_card(info:FolderInfo, card:dict|None=None) -> dict:
     "A valid data card describing `info` (optionally on top of a user card's description)."
     classes = [dict(name=n, values=[v]) for n, v in zip(info.class_names, info.label_values)]
     if card is not None and (card['in_channels'], card['spatial_dims']) != (info.in_channels, info.spatial_dims):
-        raise ValueError(f"card '{card['name']}' says in_channels={card['in_channels']}, spatial_dims={card['spatial_dims']} "
-                         f"but {info.root} has {info.in_channels} channel(s) {info.channel_names} in {info.spatial_dims}D")
+        raise ValueError(f"card '{card['name']}' says in_channels={card['in_channels']}, "
+                         f"spatial_dims={card['spatial_dims']} but {info.root} has {info.in_channels} channel(s) "
+                         f"{info.channel_names} in {info.spatial_dims}D")
     if card is not None and len(card['classes']) != len(classes):
         raise ValueError(f"card '{card['name']}' has {len(card['classes'])} classes but {info.root} has "
                          f"{len(classes)} ({info.class_names})")
@@ -243,7 +248,8 @@ def dataset_from_folder(root:str|Path, # a folder in one of FOLDER_LAYOUTS (see 
                         verify:bool=True, # check every case's headers now (sizes, spacings, affines)
                         info:FolderInfo|None=None, # a FolderInfo already read by `inspect_folder`
                        ) -> FileSegmentationDataset:
-    "The labelled cases of `split` of a data set folder, without a card: items `(image (C, *S) float32, label (*S) int64)`."
+    """The labelled cases of `split` of a data set folder, without a card:
+    items `(image (C, *S) float32, label (*S) int64)`."""
     info = info or inspect_folder(root)
     if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     cases = info.labelled(split)
@@ -295,7 +301,8 @@ def _sample_nnunet(root:Path, blocks:list, n_train:int, rng):
         if i < n_train: _write_nifti(root / 'labelsTr' / f'{case}.nii.gz', lab3.astype(np.uint8), A)
     (root / 'dataset.json').write_text(json.dumps(dict(
         name=root.name, channel_names={'0': 'CT'}, labels={'background': 0, 'grey matter': 1, 'white matter': 2},
-        numTraining=n_train, file_ending='.nii.gz', description='MNI152 tissue sample written as CT-like nnU-Net v2 data'), indent=1))
+        numTraining=n_train, file_ending='.nii.gz',
+        description='MNI152 tissue sample written as CT-like nnU-Net v2 data'), indent=1))
 
 # %% ../../nbs/01f_data.folders.ipynb #15628e3a
 def _sample_msd(root:Path, blocks:list, n_train:int, rng):

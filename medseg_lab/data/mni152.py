@@ -409,7 +409,8 @@ def phantom(spatial_dims:int=2, # 2 or 3
     if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
     if num_classes < 2: raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     size = (size,) * spatial_dims if isinstance(size, int) else tuple(size)
-    if len(size) != spatial_dims or min(size) < 4: raise ValueError(f"size must be {spatial_dims} values >= 4, got {size}")
+    if len(size) != spatial_dims or min(size) < 4:
+        raise ValueError(f"size must be {spatial_dims} values >= 4, got {size}")
     g = torch.Generator().manual_seed(seed)
     coords = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, s) for s in size], indexing='ij'))  # (D, *S)
     labels = torch.zeros((n, *size), dtype=torch.long)

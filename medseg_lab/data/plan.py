@@ -79,7 +79,8 @@ def fingerprint(ds, # a `FileSegmentationDataset` (from `open_dataset` or `datas
     cases = _map(partial(_case_fingerprint, ds, per_case=per_case), range(len(ds)),
                  num_workers if len(ds) > 1 else 0, f'fingerprint {ds.name}', progress)
     fg = [np.concatenate([c['fg'][k] for c in cases]) for k in range(ds.in_channels)]
-    fp = dict(name=ds.name, n_cases=len(ds), case_ids=[c['case'] for c in cases], spacings=[c['spacing'] for c in cases],
+    fp = dict(name=ds.name, n_cases=len(ds), case_ids=[c['case'] for c in cases],
+              spacings=[c['spacing'] for c in cases],
               shapes=[c['shape'] for c in cases], shapes_after_crop=[c['shape_after_crop'] for c in cases],
               median_relative_size_after_cropping=float(np.median([c['relative_size'] for c in cases])),
               class_voxels=np.sum([c['class_voxels'] for c in cases], 0).tolist(),
@@ -125,8 +126,9 @@ def normalization_for(channel_names:list, # channel names (dataset.json `channel
         scheme = str(name).casefold() if str(name).casefold() in NORMALIZATIONS else 'zscore'
         d = dict(channel=name, scheme=scheme, use_nonzero_mask=scheme == 'zscore' and median_relative_size < 0.75)
         if scheme == 'ct':
-            if st.get('mean') is None: raise ValueError(f"channel {name!r} is CT but the training labels have no foreground: "
-                                                        "CT normalisation needs foreground intensities")
+            if st.get('mean') is None:
+                raise ValueError(f"channel {name!r} is CT but the training labels have no foreground: "
+                                 "CT normalisation needs foreground intensities")
             d.update(mean=st['mean'], std=st['std'], lower=st['percentile_00_5'], upper=st['percentile_99_5'])
         out.append(d)
     return out
@@ -180,7 +182,8 @@ def patch_and_batch(median_shape, # median image shape after resampling
         ax = max((i for i in range(len(p)) if p[i] > d), key=lambda i: p[i] / med[i]); p[ax] -= d
     if np.prod(p, dtype=np.float64) * bpv * min_batch > budget:
         raise ValueError(f"even a patch of {p.tolist()} voxels with batch {min_batch} needs "
-                         f"{(np.prod(p) * bpv * min_batch + memory['fixed_bytes']) / 2 ** 30:.2f} GB: raise memory_budget_gb")
+                         f"{(np.prod(p) * bpv * min_batch + memory['fixed_bytes']) / 2 ** 30:.2f} GB: raise "
+                         "memory_budget_gb")
     batch = int(budget // (np.prod(p, dtype=np.float64) * bpv))
     cap = round(n_voxels_dataset * 0.05 / np.prod(p, dtype=np.float64))
     return [int(v) for v in p], int(max(min(batch, cap), min_batch))
@@ -240,16 +243,20 @@ def _load(path) -> DatasetPlan:
 def _table(self) -> 'pandas.DataFrame':
     "The plan as a small two-column table."
     import pandas as pd
-    norm = '; '.join(f"{n['channel']}: {n['scheme']}" + (f" clip [{n['lower']:.4g}, {n['upper']:.4g}], mean {n['mean']:.4g}, "
-                                                         f"std {n['std']:.4g}" if n['scheme'] == 'ct' else '')
+    norm = '; '.join(f"{n['channel']}: {n['scheme']}"
+                     + (f" clip [{n['lower']:.4g}, {n['upper']:.4g}], mean {n['mean']:.4g}, "
+                        f"std {n['std']:.4g}" if n['scheme'] == 'ct' else '')
                      + (' (non-zero mask)' if n['use_nonzero_mask'] else '') for n in self.normalization)
-    rows = {'data set': f"{self.name} ({self.n_cases} cases, {self.spatial_dims}D)", 'channels': ', '.join(map(str, self.channel_names)),
-            'classes': ', '.join(self.class_names), 'median spacing': self.median_spacing, 'target spacing': [round(s, 5) for s in self.target_spacing],
+    rows = {'data set': f"{self.name} ({self.n_cases} cases, {self.spatial_dims}D)",
+            'channels': ', '.join(map(str, self.channel_names)),
+            'classes': ', '.join(self.class_names), 'median spacing': self.median_spacing,
+            'target spacing': [round(s, 5) for s in self.target_spacing],
             'anisotropic axis': self.anisotropic_axis, 'median shape (resampled)': self.median_shape,
             'patch size': self.patch_size, 'batch size': self.batch_size, 'normalisation': norm,
-            'memory': f"{self.memory['model']} ({self.memory['preset']}): {self.memory['bytes_per_voxel']:.0f} B/voxel, "
-                      f"budget {self.memory['budget_gb']} GB, estimated {self.memory['estimated_gb']:.2f} GB"}
-    if self.spatial_dims == 2: rows['2D mode'] = self.mode_2d + (f" to {self.resize_to}" if self.mode_2d == 'resize' else '')
+            'memory': f"{self.memory['model']} ({self.memory['preset']}): {self.memory['bytes_per_voxel']:.0f} "
+                      f"B/voxel, budget {self.memory['budget_gb']} GB, estimated {self.memory['estimated_gb']:.2f} GB"}
+    if self.spatial_dims == 2:
+        rows['2D mode'] = self.mode_2d + (f" to {self.resize_to}" if self.mode_2d == 'resize' else '')
     return pd.DataFrame({'plan': [str(v) for v in rows.values()]}, index=list(rows))
 
 DatasetPlan.save, DatasetPlan.load, DatasetPlan.table = _save, staticmethod(_load), _table
@@ -291,7 +298,8 @@ def _plan_2d_mode(ds, fp, mode_2d, resize_to):
     photo = ds.reader == 'folder2d'
     mode = mode_2d if mode_2d != 'auto' else ('resize' if photo and len(sizes) > 1 else 'native')
     rs = [int(resize_to)] * 2 if isinstance(resize_to, int) else [int(v) for v in resize_to]
-    why = (f"{len(sizes)} different image sizes of photographs (no physical pixel size): resized to {rs}, as the papers do"
+    why = (f"{len(sizes)} different image sizes of photographs (no physical pixel size): resized to {rs}, as the "
+           "papers do"
            if mode == 'resize' and mode_2d == 'auto' else f"2D mode {mode!r}" + (' (chosen)' if mode_2d != 'auto' else
            ': images share one size or have a physical spacing'))
     return mode, (rs if mode == 'resize' else None), why
@@ -321,7 +329,8 @@ def plan_dataset(root_or_card, # a data set folder, a card name (with `root`), o
         target, ax = target_spacing_for(fp['spacings'], fp['shapes_after_crop'])
         shapes = [_resampled_shape(s, sp, target) for s, sp in zip(fp['shapes_after_crop'], fp['spacings'])]
         notes.append("target spacing: median spacing" if ax is None else
-                     f"target spacing: axis {ax} is anisotropic (> {ANISOTROPY_THRESHOLD}x, few voxels): its 10th percentile")
+                     f"target spacing: axis {ax} is anisotropic (> {ANISOTROPY_THRESHOLD}x, few voxels): its 10th "
+                     "percentile")
     med_shape = [int(v) for v in np.median(np.array(shapes), 0)]
     mem = model_memory(model, preset, sd, ds.in_channels, ds.num_classes, **(model_kwargs or {}))
     patch, batch = patch_and_batch(med_shape, target, mem, memory_budget_gb,
@@ -332,7 +341,8 @@ def plan_dataset(root_or_card, # a data set folder, a card name (with `root`), o
     names = ds.channel_names or [f'channel{i}' for i in range(ds.in_channels)]
     norm = normalization_for(names, stats, fp['median_relative_size_after_cropping'])
     notes.append('normalisation from the channel names: ' + ', '.join(f"{n['channel']} -> {n['scheme']}" for n in norm))
-    return DatasetPlan(name=ds.name, source=source, spatial_dims=sd, channel_names=list(names), class_names=list(ds.class_names),
+    return DatasetPlan(name=ds.name, source=source, spatial_dims=sd, channel_names=list(names),
+                       class_names=list(ds.class_names),
                        label_values=list(ds.label_values), target_spacing=list(target), median_spacing=med_sp,
                        anisotropic_axis=ax, median_shape=med_shape, patch_size=patch, batch_size=batch,
                        normalization=norm, intensity_properties=stats, mode_2d=mode, resize_to=rs, n_cases=len(ds),

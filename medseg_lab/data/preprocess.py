@@ -19,7 +19,8 @@ __all__ = ['PREPROCESS_VERSION', 'crop_to_nonzero', 'normalize', 'separate_z_axi
 def crop_to_nonzero(image:np.ndarray, # (C, *S)
                     label:np.ndarray|None=None, # (*S) or None
                    ) -> tuple:
-    "`(image, label, nonzero_mask, bbox)` cropped to the bounding box of the non-zero voxels; bbox = [(start, stop)] per axis."
+    """`(image, label, nonzero_mask, bbox)` cropped to the bounding box of the non-zero voxels;
+    bbox = [(start, stop)] per axis."""
     mask = ndi.binary_fill_holes(np.any(image != 0, axis=0))
     if not mask.any(): bbox = [(0, s) for s in mask.shape]
     else:
@@ -232,8 +233,8 @@ class PreprocessedDataset(torch.utils.data.Dataset):
         out = PreprocessedDataset(self.folder, [self.entries[idx[c]] for c in case_ids], self.plan, name or self.name)
         return out
     def __repr__(self):
-        return (f"PreprocessedDataset({self.name!r}, n={len(self)}, spacing={self.spacing}, classes={self.class_names}, "
-                f"folder={str(self.folder)!r})")
+        return (f"PreprocessedDataset({self.name!r}, n={len(self)}, spacing={self.spacing}, "
+                f"classes={self.class_names}, folder={str(self.folder)!r})")
 
 # %% ../../nbs/01d_data.preprocess.ipynb #aa6a928b
 def _generator(*keys) -> torch.Generator:

@@ -28,7 +28,8 @@ def _strip_ext(name:str, exts) -> str:
     return Path(name).stem
 
 def _read_2d(path:Path, kind:str, channels:int|None=None) -> np.ndarray:
-    "Decode a 2D image (`channels` 1 or 3 -> (C, H, W) float in [0, 1]) or a mask (`channels=None` -> (H, W) raw values)."
+    """Decode a 2D image (`channels` 1 or 3 -> (C, H, W) float in [0, 1])
+    or a mask (`channels=None` -> (H, W) raw values)."""
     from PIL import Image
     try:
         with Image.open(path) as im:
@@ -190,17 +191,17 @@ def _check_geometry(case:str, # case id (for the message)
     for path, shape, sp, aff in images[1:] + ([label] if label is not None else []):
         what = 'label' if label is not None and path == label[0] else 'image'
         if tuple(shape[:sd]) != tuple(ref_shape[:sd]):
-            raise ValueError(f"case {case}: {what} file {path} has size {tuple(shape[:sd])} but image file {ref_path} has "
-                             f"{tuple(ref_shape[:sd])}: image and {what} must be on the same grid")
+            raise ValueError(f"case {case}: {what} file {path} has size {tuple(shape[:sd])} but image file {ref_path} "
+                             f"has {tuple(ref_shape[:sd])}: image and {what} must be on the same grid")
         if sp is not None and ref_sp is not None and not np.allclose(sp[:sd], ref_sp[:sd], rtol=0, atol=_AFFINE_ATOL):
-            raise ValueError(f"case {case}: {what} file {path} has voxel spacing {tuple(sp[:sd])} but image file {ref_path} "
-                             f"has {tuple(ref_sp[:sd])}: resample the {what} onto the image grid")
+            raise ValueError(f"case {case}: {what} file {path} has voxel spacing {tuple(sp[:sd])} but image file "
+                             f"{ref_path} has {tuple(ref_sp[:sd])}: resample the {what} onto the image grid")
         if aff is not None and ref_aff is not None and not np.allclose(aff, ref_aff, rtol=0, atol=_AFFINE_ATOL):
             flips = [a for a in range(3) if np.dot(aff[:3, a], ref_aff[:3, a]) < 0]
             hint = f" (axis {flips} is flipped)" if flips else ''
-            raise ValueError(f"case {case}: {what} file {path} has a different affine than image file {ref_path}{hint}; "
-                             f"the voxels would be misaligned. Resample or reorient the {what} onto the image grid "
-                             f"(same affine as the image)")
+            raise ValueError(f"case {case}: {what} file {path} has a different affine than image file "
+                             f"{ref_path}{hint}; the voxels would be misaligned. Resample or reorient the {what} onto "
+                             f"the image grid (same affine as the image)")
 
 # %% ../../nbs/01e_data.readers.ipynb #74baf263
 class FileSegmentationDataset(torch.utils.data.Dataset):
@@ -250,10 +251,10 @@ def _load_nifti(ds, case, files, lab) -> dict:
         chans = [c.squeeze(-1) if c.ndim == 3 else c for c in chans]
         raw = raw.squeeze(-1) if raw.ndim == 3 else raw
     if len({c.shape for c in chans}) != 1 or raw.shape != chans[0].shape:
-        raise ValueError(f"case {case}: image shape(s) {sorted({c.shape for c in chans})} from {[str(f) for f in files]} "
-                         f"do not match label shape {raw.shape} of {lab}")
-    return dict(case=case, image=np.stack(chans), label=_map_labels(np.asarray(raw), ds.card, lab), spacing=geo[0][2][:sd],
-                affine=geo[0][3], files=list(files), label_file=lab)
+        raise ValueError(f"case {case}: image shape(s) {sorted({c.shape for c in chans})} from "
+                         f"{[str(f) for f in files]} do not match label shape {raw.shape} of {lab}")
+    return dict(case=case, image=np.stack(chans), label=_map_labels(np.asarray(raw), ds.card, lab),
+                spacing=geo[0][2][:sd], affine=geo[0][3], files=list(files), label_file=lab)
 
 def _load_case(self, i:int) -> dict:
     "Case `i` as `{case, image (C, *S) float32, label (*S) int64, spacing, affine (NIfTI) or None, files, label_file}`."
@@ -300,11 +301,14 @@ FileSegmentationDataset.verify = _verify
 # %% ../../nbs/01e_data.readers.ipynb #48e51186
 def open_dataset(card_or_name:str|dict, # a card name (see `list_cards()`) or a card mapping
                  root:str|Path|None=None, # the folder the data set was unpacked into (not needed for builtin cards)
-                 split:str|None=None, # a split the card's layout names ('train', 'val', 'test'); None = the default layout
+                 # a split the card's layout names ('train', 'val', 'test'); None = the default layout
+                 split:str|None=None,
                  transform=None, # callable (image, label) -> (image, label) applied on access
-                 **layout_overrides, # override layout fields (image_glob='train/images/*'); builtin cards: loader arguments
+                 # override layout fields (image_glob='train/images/*'); builtin cards: loader arguments
+                 **layout_overrides,
                 ) -> torch.utils.data.Dataset:
-    "The data set a card describes, read from `root`: items are `(image (C, *spatial) float32, label (*spatial) int64)`."
+    """The data set a card describes, read from `root`:
+    items are `(image (C, *spatial) float32, label (*spatial) int64)`."""
     card = load_card(card_or_name) if isinstance(card_or_name, str) else validate_card(card_or_name)
     if card['layout']['reader'] == 'builtin': # bundled data: the keyword arguments go to its loader
         mod, fn = card['layout']['loader'].split(':')

@@ -76,7 +76,8 @@ def training_data(data, # a data set folder, or a card name (with `data_root`)
                   cache_root=None, # preprocessed-data cache (None: medseg_lab's cache folder)
                   progress:bool=True, # tqdm bars
                  ) -> dict:
-    "`{'train', 'val', 'test', 'plan', 'splits', 'unlabelled'}` for training on files (test None without labelled test cases)."
+    """`{'train', 'val', 'test', 'plan', 'splits', 'unlabelled'}` for training on files
+    (test None without labelled test cases)."""
     from medseg_lab.data.plan import plan_dataset, DatasetPlan
     from medseg_lab.data.preprocess import preprocess_dataset
     ds, info = _open(data, data_root, 'train')
@@ -86,7 +87,8 @@ def training_data(data, # a data set folder, or a card name (with `data_root`)
     elif plan is not None: plan = DatasetPlan.from_dict(plan.to_dict())   # a copy: the caller's plan stays as it was
     if plan is None:
         plan = plan_dataset(ds, model=model, preset=preset, memory_budget_gb=memory_budget_gb, mode_2d=mode_2d,
-                            resize_to=resize_to, num_workers=preprocess_workers, progress=progress, model_kwargs=model_kwargs)
+                            resize_to=resize_to, num_workers=preprocess_workers, progress=progress,
+                            model_kwargs=model_kwargs)
     if patch_size is not None:
         if len(patch_size) != plan.spatial_dims: raise ValueError(f"patch_size {patch_size} needs "
                                                                   f"{plan.spatial_dims} sizes")

@@ -15,9 +15,11 @@ __all__ = ['CORRUPTIONS', 'RandomTransform', 'Compose', 'RandomFlip', 'RandomRot
 def _check_pair(image, label):
     "Spatial dims of an item `image (C, *S)` with optional `label (*S)`; raises ValueError on bad shapes."
     if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4):
-        raise ValueError(f"image must be a tensor (C, H, W) or (C, D, H, W), got {getattr(image, 'shape', type(image))}")
+        raise ValueError("image must be a tensor (C, H, W) or (C, D, H, W), got "
+                         f"{getattr(image, 'shape', type(image))}")
     if label is not None and tuple(label.shape) != tuple(image.shape[1:]):
-        raise ValueError(f"label shape {tuple(label.shape)} must equal the image's spatial shape {tuple(image.shape[1:])}")
+        raise ValueError(f"label shape {tuple(label.shape)} must equal the image's spatial shape "
+                         f"{tuple(image.shape[1:])}")
     return image.ndim - 1
 
 def _rand(g) -> float: return torch.rand((), generator=g).item()
@@ -35,7 +37,8 @@ class RandomTransform:
         if _rand(g) >= self.p: return image, label
         return self.apply(image, label, sd, g)
     def apply(self, image, label, spatial_dims, g): raise NotImplementedError
-    def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items() if k != 'generator')})"
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items() if k != 'generator')})"
 
 class Compose:
     "Apply transforms in order, all drawing from one generator (`seed`) unless a generator is passed in."
@@ -59,7 +62,8 @@ class RandomFlip(RandomTransform):
     def __call__(self, image, label=None, generator=None):
         sd = _check_pair(image, label); g = generator or self.generator or torch.default_generator
         axes = tuple(range(sd)) if self.axes is None else tuple(self.axes)
-        if any(not -sd <= a < sd for a in axes): raise ValueError(f"flip axes {axes} out of range for {sd} spatial dims")
+        if any(not -sd <= a < sd for a in axes):
+            raise ValueError(f"flip axes {axes} out of range for {sd} spatial dims")
         flip = [a % sd for a in axes if _rand(g) < self.p]
         if not flip: return image, label
         return image.flip([a + 1 for a in flip]), (label.flip(flip) if label is not None else None)
@@ -71,7 +75,8 @@ class RandomRot90(RandomTransform):
                  keep_shape:bool=True, # non-square planes only rotate by 180° so the shape is kept
                 ):
         super().__init__(p, seed)
-        if len(plane) != 2 or plane[0] == plane[1]: raise ValueError(f"plane must be two different spatial axes, got {plane}")
+        if len(plane) != 2 or plane[0] == plane[1]:
+            raise ValueError(f"plane must be two different spatial axes, got {plane}")
         self.plane, self.keep_shape = tuple(plane), keep_shape
     def apply(self, image, label, sd, g):
         a, b = self.plane
@@ -101,7 +106,8 @@ class RandomAffine(RandomTransform):
                  padding_mode:str='border', # image padding outside the grid: 'border', 'zeros' or 'reflection'
                 ):
         super().__init__(p, seed)
-        if degrees < 0 or not 0 < scale[0] <= scale[1]: raise ValueError(f"need degrees >= 0 and 0 < scale[0] <= scale[1], got {degrees}, {scale}")
+        if degrees < 0 or not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"need degrees >= 0 and 0 < scale[0] <= scale[1], got {degrees}, {scale}")
         self.degrees, self.scale, self.plane, self.padding_mode = degrees, tuple(scale), plane, padding_mode
     def apply(self, image, label, sd, g):
         S = torch.tensor(image.shape[1:], dtype=torch.float64)
@@ -162,6 +168,7 @@ _SEVERITY = dict(
     contrast=(.4, .3, .2, .1, .05), saturate=((.3, 0), (.1, 0), (2, 0), (5, .1), (20, .2)),
     saturate_grey=(1.5, 2, 3, 5, 20))
 
+# %% ../../nbs/01b_data.transforms.ipynb #8093a04d
 def _sample_mean(u): return u.mean(dim=tuple(range(1, u.ndim)), keepdim=True)
 
 def _blur_kernel(radius, alias, sd):
@@ -212,23 +219,28 @@ def _corrupt01(u, kind, severity, g, sd):
         m = _sample_mean(u); return (u - m) * _SEVERITY['saturate_grey'][severity - 1] + m
     raise AssertionError(kind)
 
+# %% ../../nbs/01b_data.transforms.ipynb #bcfbf19a
 def corrupt(x:torch.Tensor, # (C, *S) or (B, C, *S), 2D or 3D
             kind:str, # one of `CORRUPTIONS`
             severity:int, # 1 (mild) … 5 (severe)
             seed:int=0, # seeds a fresh generator when `generator` is None
             generator:torch.Generator|None=None, # randomness for the noise kinds
-            spatial_dims:int|None=None, # needed only for a 4D tensor that is one 3D item (C, D, H, W); default: 4D = (B, C, H, W)
-            value_range:tuple|None=None, # (lo, hi) mapped to [0, 1]; None: [0, 1] if x lies in it, else per-sample min/max
+            # needed only for a 4D tensor that is one 3D item (C, D, H, W); default: 4D = (B, C, H, W)
+            spatial_dims:int|None=None,
+            # (lo, hi) mapped to [0, 1]; None: [0, 1] if x lies in it, else per-sample min/max
+            value_range:tuple|None=None,
            ) -> torch.Tensor:
     "ImageNet-C corruption `kind` at `severity` 1–5, as in CNM-UNet's robustness study; same shape, dtype and range."
     if kind not in CORRUPTIONS: raise ValueError(f"unknown corruption {kind!r}; valid kinds: {', '.join(CORRUPTIONS)}")
     if isinstance(severity, bool) or int(severity) != severity or not 1 <= severity <= 5:
         raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
     severity = int(severity)
-    if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x): raise ValueError("x must be a floating point tensor")
+    if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
+        raise ValueError("x must be a floating point tensor")
     if spatial_dims is None: spatial_dims = {3: 2, 4: 2, 5: 3}.get(x.ndim)
     if spatial_dims not in (2, 3) or x.ndim not in (spatial_dims + 1, spatial_dims + 2):
-        raise ValueError(f"x must be (C, *S) or (B, C, *S) with 2 or 3 spatial dims, got shape {tuple(x.shape)} (spatial_dims={spatial_dims})")
+        raise ValueError(f"x must be (C, *S) or (B, C, *S) with 2 or 3 spatial dims, got shape {tuple(x.shape)} "
+                         f"(spatial_dims={spatial_dims})")
     if not torch.isfinite(x).all(): raise ValueError("x contains NaN or Inf")
     u = x[None] if x.ndim == spatial_dims + 1 else x
     u = u.double()

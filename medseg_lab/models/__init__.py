@@ -33,12 +33,14 @@ def register_model(name:str, # registry name, lower case (e.g. 'fuseunet')
                   ) -> None:
     "Add a model module to the registry (imported lazily, on first use) and refresh `MODELS`."
     global MODELS
-    if not isinstance(name, str) or not name or name != name.lower() or not name.replace('_', '').replace('-', '').isalnum():
+    if (not isinstance(name, str) or not name or name != name.lower()
+            or not name.replace('_', '').replace('-', '').isalnum()):
         raise ValueError(f"model name must be a non-empty lower-case identifier, got {name!r}")
     if not isinstance(module_path, str) or not all(p.isidentifier() for p in module_path.split('.')):
         raise ValueError(f"module_path must be a dotted module path like 'medseg_lab.models.unet', got {module_path!r}")
     if name in _REGISTRY and _REGISTRY[name] != module_path and not overwrite:
-        raise ValueError(f"model {name!r} is already registered to {_REGISTRY[name]!r}; pass overwrite=True to replace it")
+        raise ValueError(f"model {name!r} is already registered to {_REGISTRY[name]!r}; pass overwrite=True to replace "
+                         "it")
     _REGISTRY[name] = module_path
     MODELS = tuple(_REGISTRY)
 
