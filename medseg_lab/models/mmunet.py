@@ -39,7 +39,7 @@ SCAN_TABLE_2D: dict[str, tuple[str, ...]] = {   # the same rows on a 2D grid (on
 }
 SCAN_ALIASES = {'biscan': 'B2', 'paper': 'B2', 'uniscan': 'B1'}
 
-def scan_kinds(scan:str|Sequence[str]='B2', # a Table 1 row 'B1'..'B9', an alias ('biscan'), one kind, or a list of kinds
+def scan_kinds(scan:str|Sequence[str]='B2', # Table 1 row 'B1'..'B9', an alias ('biscan'), one kind, or a list of kinds
                spatial_dims:int=3, # 2 or 3
               ) -> tuple[str, ...]:
     "The list of `scan_order` kinds of a MetaScan configuration; `ValueError` naming the valid rows and kinds."
@@ -55,8 +55,9 @@ def scan_kinds(scan:str|Sequence[str]='B2', # a Table 1 row 'B1'..'B9', an alias
     for k in kinds:
         try: scan_order((3,) * spatial_dims, k)
         except ValueError as e:
-            raise ValueError(f"Unknown scan {k!r} for spatial_dims={spatial_dims}: use a Table 1 row ({', '.join(table)}), "
-                             f"an alias ({', '.join(SCAN_ALIASES)}), or kinds from medseg_lab.ssm.scan_order ({e})") from None
+            raise ValueError(f"Unknown scan {k!r} for spatial_dims={spatial_dims}: use a Table 1 row "
+                             f"({', '.join(table)}), an alias ({', '.join(SCAN_ALIASES)}), or kinds from "
+                             f"medseg_lab.ssm.scan_order ({e})") from None
     return kinds
 
 def scan_groups(kinds:Sequence[str], # scan_order kinds, e.g. ('DHW', 'flip(DHW)', 'HWD')
@@ -95,7 +96,8 @@ class MetaSSM(nn.Module):
                  axes:str|None=None, # the input's axes in D, H, W terms, e.g. 'WHD'; None: stored (D, H, W)
                 ):
         super().__init__()
-        if not isinstance(channels, int) or channels < 1: raise ValueError(f"channels must be a positive int, got {channels!r}")
+        if not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be a positive int, got {channels!r}")
         scan_order((3,) * spatial_dims, 'DHW'[3 - spatial_dims:], axes=axes)    # fail early on bad axes
         self.spatial_dims, self.channels, self.window, self.axes = spatial_dims, channels, window, axes
         self.kinds = scan_kinds(scan, spatial_dims)
@@ -127,7 +129,10 @@ class MetaSSM(nn.Module):
     def forward(self, x:torch.Tensor, # (B, C, *spatial)
                ) -> torch.Tensor: # same shape
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.channels:
-            raise ValueError(f"MetaSSM expects (B, {self.channels}, {', '.join('DHW'[3 - self.spatial_dims:])}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"MetaSSM expects (B, {self.channels}, {', '.join('DHW'[3 - self.spatial_dims:])}), got "
+                f"{tuple(x.shape)}"
+            )
         b, c, *shape = x.shape
         shape = tuple(shape)
         with torch.autocast(x.device.type, enabled=False):
@@ -177,7 +182,9 @@ class MetaBlock(nn.Module):
         elif kind == 'ssm':
             self.body = nn.Sequential(_shortcut(sd, ci, co, norm), MetaSSM(sd, co, **ssm))
         elif kind == 'conv_ssm_seq':
-            self.body = nn.Sequential(ConvNormAct(sd, ci, co, 3, norm, act), MetaSSM(sd, co, **ssm), MetaSSM(sd, co, **ssm))
+            self.body = nn.Sequential(
+                ConvNormAct(sd, ci, co, 3, norm, act), MetaSSM(sd, co, **ssm), MetaSSM(sd, co, **ssm)
+            )
         else:   # residual hybrids
             self.branch = nn.Sequential(ConvNormAct(sd, ci, co, 3, norm, act), get_conv(sd)(co, co, 3, padding=1),
                                         get_norm(norm, sd, co))
@@ -259,7 +266,9 @@ class MMUNet(nn.Module):
         self.axes = axes
         ssm = dict(scan=scan, d_state=d_state, d_conv=d_conv, expand=expand, window=window, backend=backend, axes=axes)
         def stage(kind, cin, cout):
-            return nn.Sequential(*(MetaBlock(sd, cin if i == 0 else cout, cout, kind, norm, act, **ssm) for i in range(nb)))
+            return nn.Sequential(
+                *(MetaBlock(sd, cin if i == 0 else cout, cout, kind, norm, act, **ssm) for i in range(nb))
+            )
         conv, up = get_conv(sd), get_conv_transpose(sd)
         self.stem = ConvNormAct(sd, in_channels, f[0], 3, norm, act)
         self.down = nn.ModuleList(nn.Sequential(conv(f[i], f[i + 1], 2, stride=2), get_norm(norm, sd, f[i + 1]))
@@ -279,9 +288,11 @@ class MMUNet(nn.Module):
                ):
         x, shape = prepare_input(x, self.spatial_dims, self.in_channels, self.divisor, self.pad)
         if self.norm == 'instance' and math.prod(s // self.divisor for s in x.shape[2:]) < 2:
-            raise ValueError(f"Input {tuple(shape)} leaves a single voxel at the bottleneck (1/{self.divisor} resolution), "
-                             f"where instance norm is undefined: make one spatial size larger than {self.divisor} "
-                             "(or use fewer levels)")
+            raise ValueError(
+                f"Input {tuple(shape)} leaves a single voxel at the bottleneck (1/{self.divisor} resolution), "
+                f"where instance norm is undefined: make one spatial size larger than {self.divisor} "
+                "(or use fewer levels)"
+            )
         h, skips = self.stem(x), []
         for lvl, enc in enumerate(self.encoder):
             h = enc(h if lvl == 0 else self.down[lvl - 1](h))
@@ -295,7 +306,9 @@ class MMUNet(nn.Module):
         if not return_aux: return logits
         aux = [crop_spatial(head(decs[k]), tuple(math.ceil(s / 2**k) for s in shape))
                for k, head in enumerate(self.aux_heads, start=1)]
-        return SegOutput(logits=logits, aux_logits=aux, features=[*feats, *(decs[k] for k in reversed(range(len(decs))))])
+        return SegOutput(
+            logits=logits, aux_logits=aux, features=[*feats, *(decs[k] for k in reversed(range(len(decs))))]
+        )
 
 def _init_conv(m):
     "nnU-Net's `InitWeights_He(1e-2)` for convolutions; Mamba's own initialisation is left alone."
