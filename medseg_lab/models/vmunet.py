@@ -27,8 +27,6 @@ def _dt_bias(d_inner:int, dt_min:float=1e-3, dt_max:float=0.1, floor:float=1e-4)
 class SS2D(nn.Module):
     """2D selective-scan mixer of VM-UNet / VMamba on channels-last maps `(B, H, W, d_model) -> (B, H, W, d_model)`.
 
-    Args: d_model (channels), d_state (N, 16), d_conv (depth-wise conv kernel, 3), expand (inner width factor, 2),
-    dt_rank ('auto' = ceil(d_model/16)), dropout (after out_proj, 0), backend (selective_scan's: 'auto', 'torch', 'cuda').
     Raises: ValueError for non-positive sizes or an unknown backend; on input of the wrong shape."""
     K = 4  # scan directions
     def __init__(self, d_model:int, # channels in and out
@@ -37,7 +35,7 @@ class SS2D(nn.Module):
                  expand:int=2, # inner width = expand * d_model
                  dt_rank:int|str='auto', # rank R of the Δ projection ('auto': ceil(d_model/16))
                  dropout:float=0., # dropout after the output projection
-                 backend:str='auto', # selective_scan backend
+                 backend:str='auto', # selective_scan backend: 'auto' | 'torch' | 'cuda'
                 ):
         super().__init__()
         for name, v in (('d_model', d_model), ('d_state', d_state), ('d_conv', d_conv), ('expand', expand)):
@@ -94,8 +92,7 @@ class SS2D(nn.Module):
 
 # %% ../../nbs/14_vmunet.ipynb #d7f17db0
 class DropPath(nn.Module):
-    """Stochastic depth: zero the whole residual branch of a sample with probability `p` in training (rescaled by
-    1/(1-p))."""
+    "Stochastic depth: zero a sample's whole residual branch with probability `p` in training (rescaled by 1/(1-p))."
     def __init__(self, p:float=0.): # drop probability
         super().__init__()
         if not 0 <= p < 1: raise ValueError(f"drop-path probability must be in [0, 1), got {p!r}")
@@ -128,8 +125,7 @@ class PatchEmbed2D(nn.Module):
     def forward(self, x): return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 class PatchMerging2D(nn.Module):
-    """2×2 neighbours concatenated (VMamba's order), LN(4C), Linear 4C→2C without bias: (B, H, W, C) -> (B, H/2, W/2,
-    2C)."""
+    "2×2 neighbours concatenated (VMamba's order), LN(4C), bias-free Linear 4C→2C: (B, H, W, C) -> (B, H/2, W/2, 2C)."
     def __init__(self, dim:int):
         super().__init__()
         self.norm = nn.LayerNorm(4 * dim)
@@ -139,8 +135,7 @@ class PatchMerging2D(nn.Module):
         return self.reduction(self.norm(x))
 
 class PatchExpand2D(nn.Module):
-    """Linear C→scale²·C/scale... : (B, H, W, C_in) -> (B, s·H, s·W, C_out) by a bias-free linear, pixel shuffle, then
-    LN(C_out)."""
+    "(B, H, W, C_in) -> (B, s·H, s·W, C_out): a bias-free Linear C_in → s²·C_out, pixel shuffle, then LN(C_out)."
     def __init__(self, in_dim:int, # channels in
                  out_dim:int, # channels out
                  scale:int=2, # spatial factor
@@ -160,27 +155,22 @@ class PatchExpand2D(nn.Module):
 class VMUNet(nn.Module):
     """VM-UNet (Ruan et al. 2024), the 2D Vision-Mamba U-Net of VSS blocks, as DSVM-UNet's backbone (paper 003).
 
-    Args:
-        spatial_dims: must be 2 (SS2D is 2D). in_channels, out_channels: image channels and classes (logits).
-        dims: encoder widths (default 96-192-384-768); the decoder mirrors them.
-        depths: VSS blocks per encoder stage ([2,2,2,2] in the shipped config); depths_decoder: per decoder stage,
-            deepest first ([2,2,2,1]). d_state: SSM state size (16). drop_path: stochastic-depth maximum (0.2).
-        patch_size: patch-embedding size (4). pad: pad to the divisor patch_size·2^(stages-1) (32) and crop back
-            (default True); with False an indivisible size raises ValueError naming the divisor.
-        backend: selective_scan backend ('auto': CUDA kernel for CUDA tensors when mamba-ssm imports, else PyTorch).
+    The defaults are the shipped config. `backend='auto'` uses the CUDA kernel for CUDA tensors when mamba-ssm
+    imports, else PyTorch.
+
     Raises:
         ValueError: spatial_dims != 2, bad channel counts, dims/depths of different lengths or non-positive.
     """
-    def __init__(self, spatial_dims:int=2, # must be 2
+    def __init__(self, spatial_dims:int=2, # must be 2 (SS2D is 2D)
                  in_channels:int=3, # image channels
                  out_channels:int=1, # classes (logit channels)
-                 dims:Sequence[int]=(96, 192, 384, 768), # encoder widths
+                 dims:Sequence[int]=(96, 192, 384, 768), # encoder widths; the decoder mirrors them
                  depths:Sequence[int]=(2, 2, 2, 2), # VSS blocks per encoder stage
                  depths_decoder:Sequence[int]=(2, 2, 2, 1), # VSS blocks per decoder stage, deepest first
                  d_state:int=16, # SSM state size
                  drop_path:float=0.2, # stochastic depth, maximum
                  patch_size:int=4, # patch-embedding size
-                 pad:bool=True, # pad-and-crop to the divisor
+                 pad:bool=True, # pad to the divisor patch_size·2^(stages-1) and crop back; False: raise, naming it
                  backend:str='auto', # selective_scan backend
                 ):
         super().__init__()
@@ -303,6 +293,7 @@ def vmamba_key(key:str, # one parameter name of an official VMamba (v0) / VM-UNe
         return f"upsamples.{int(m[1]) - 1}.{m[2]}"
     return None
 
+# %% ../../nbs/14_vmunet.ipynb #d904519c
 def _read_vmamba(path:Path) -> dict:
     "The (unwrapped, prefix-stripped) state dict of a local checkpoint file."
     if not path.is_file():
@@ -331,6 +322,7 @@ def _few(keys, n=6):
     keys = list(keys)
     return ', '.join(keys[:n]) + (f' … ({len(keys)} in all)' if len(keys) > n else '')
 
+# %% ../../nbs/14_vmunet.ipynb #e9d52921
 def load_vmamba_checkpoint(
     model:VMUNet, # a VMUNet or DSVMUNet, initialised in place
     path, # local .pth/.pt: VMamba(-S) ImageNet weights or an official VM-UNet checkpoint
