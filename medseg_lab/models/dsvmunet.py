@@ -98,20 +98,14 @@ class ProjectionDistillLoss(nn.Module):
         if spatial not in PROJECTIONS: raise ValueError(f"spatial must be one of {PROJECTIONS}, got {spatial!r}")
         if norm not in DISTILL_NORMS: raise ValueError(f"norm must be one of {DISTILL_NORMS}, got {norm!r}")
         c = self.dec_channels[-1]
-        self.encoder_teacher, self.detach_teacher, self.spatial, self.norm = (
-            encoder_teacher, detach_teacher, spatial, norm,
-        )
+        self.encoder_teacher, self.detach_teacher = encoder_teacher, detach_teacher
+        self.spatial, self.norm = spatial, norm
         self.enc_heads = nn.ModuleList(_conv1x1(i, c) for i in self.enc_channels)
         self.dec_heads = nn.ModuleList(_conv1x1(i, c) for i in self.dec_channels[:-1])
         if spatial == 'linear':
-            if (
-                sizes is None
-                or len(sizes) != len(self.enc_channels)
-                or len(self.dec_channels) != len(self.enc_channels)
-            ):
-                raise ValueError(
-                    f"spatial='linear' needs sizes: the (h, w) of the {len(self.enc_channels)} encoder levels"
-                )
+            n_enc = len(self.enc_channels)
+            if sizes is None or len(sizes) != n_enc or len(self.dec_channels) != n_enc:
+                raise ValueError(f"spatial='linear' needs sizes: the (h, w) of the {n_enc} encoder levels")
             sizes = [tuple(s) for s in sizes]
             lin = lambda s: nn.Identity() if s == sizes[0] else SpatialLinear(s, sizes[0])
             self.enc_lin = nn.ModuleList(lin(s) for s in sizes)
@@ -121,11 +115,8 @@ class ProjectionDistillLoss(nn.Module):
         "f̂ = Conv1×1(Lin(f)); with Lin = bilinear resize computed as resize(conv(f)): identical, cheaper."
         if lin is not None: return head(lin(f))
         y = head(f)
-        return (
-            y
-            if tuple(y.shape[2:]) == tuple(size)
-            else F.interpolate(y, size=size, mode='bilinear', align_corners=False)
-        )
+        if tuple(y.shape[2:]) == tuple(size): return y
+        return F.interpolate(y, size=size, mode='bilinear', align_corners=False)
 
     def forward(self, enc:Sequence[torch.Tensor], # f1e … fMe, (B, C_l, H_l, W_l)
                 dec:Sequence[torch.Tensor], # fMd … f1d
@@ -178,7 +169,7 @@ class ProgressiveDistillLoss(nn.Module):
         )
         return loss + sum(d(self.lift(h, dec[i], dec[i + 1]), det(dec[i + 1])) for i, h in enumerate(self.dec_heads))
 
-# %% ../../nbs/14a_dsvmunet.ipynb #293ac394
+# %% ../../nbs/14a_dsvmunet.ipynb #e674f20a
 from dataclasses import dataclass, field
 
 DISTILL_MODES = ('none', 'proj', 'prog', 'both')
@@ -189,6 +180,7 @@ class DistillOutput(SegOutput):
     eval)."""
     distill: dict = field(default_factory=dict)
 
+# %% ../../nbs/14a_dsvmunet.ipynb #293ac394
 class DSVMUNet(VMUNet):
     """DSVM-UNet: VM-UNet trained with projection (Eq. 2) and/or progressive (Eq. 3) self-distillation.
 
@@ -219,14 +211,10 @@ class DSVMUNet(VMUNet):
             padded = [math.ceil(int(s) / self.divisor) * self.divisor for s in distill_input_size]
             stride = self.divisor // 2 ** (self.num_levels - 1)                        # the patch size
             sizes = [tuple(p // stride // 2**l for p in padded) for l in range(self.num_levels)]
-        self.proj_distill = (
-            ProjectionDistillLoss(enc_c, dec_c, encoder_teacher, detach_teacher, projection, sizes, distill_norm)
-            if distill in ('proj', 'both')
-            else None
-        )
-        self.prog_distill = (
-            ProgressiveDistillLoss(enc_c, dec_c, detach_teacher, distill_norm) if distill in ('prog', 'both') else None
-        )
+        self.proj_distill = (ProjectionDistillLoss(enc_c, dec_c, encoder_teacher, detach_teacher, projection, sizes,
+                                                   distill_norm) if distill in ('proj', 'both') else None)
+        self.prog_distill = (ProgressiveDistillLoss(enc_c, dec_c, detach_teacher, distill_norm)
+                             if distill in ('prog', 'both') else None)
 
     def forward(self, x:torch.Tensor, # (B, in_channels, H, W)
                 return_aux:bool=False, # return a DistillOutput (with the distillation terms in training mode)
@@ -250,13 +238,13 @@ class DSVMUNet(VMUNet):
         net.train(self.training)
         return net.to(next(self.parameters()).device)
 
+# %% ../../nbs/14a_dsvmunet.ipynb #fa09f457
 class DistillTotalLoss(nn.Module):
     """Eq. 5: `base(logits, target) + alpha * L_Proj + beta * L_Prog`, on a `DistillOutput` (a plain tensor or a
     SegOutput without terms gives `base` alone, e.g. in validation).
 
-    Args: base: the segmentation loss, e.g. `BceDiceLoss()` (binary) or `CeDiceLoss()` (multi-class); alpha (1), beta (0.5).
     Raises: ValueError for negative weights."""
-    def __init__(self, base:nn.Module, # segmentation loss f(logits, target)
+    def __init__(self, base:nn.Module, # segmentation loss f(logits, target): `BceDiceLoss()` (binary), `CeDiceLoss()`
                  alpha:float=1., # weight of L_Proj
                  beta:float=0.5, # weight of L_Prog
                 ):
