@@ -86,8 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "predict, evaluate.")
     top.add_argument('--traceback', action='store_true', help='show the full Python traceback on errors')
     sub = top.add_subparsers(dest='command', metavar='{plan,train,predict,evaluate}', required=True)
-    p = sub.add_parser('plan', help='fingerprint a data set and print (and save) its plan',
-                       description='Fingerprint a data set (folder, or card with --data-root) and print its nnU-Net-style plan.')
+    p = sub.add_parser(
+        'plan',
+        help='fingerprint a data set and print (and save) its plan',
+        description='Fingerprint a data set (folder, or card with --data-root) and print its nnU-Net-style plan.',
+    )
     p.add_argument('data', help='a data set folder, or a card name (with --data-root)')
     p.add_argument('--data-root', help="the card's data folder")
     p.add_argument('--model', default='unet', help='architecture the plan is sized for (default unet)')
@@ -100,8 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description='Train a model as a TrainConfig says; every field is an option.')
     add_config_options(t)
     _add_data_options(t, list(_DATA_OPTIONS))
-    q = sub.add_parser('predict', help="segment images with a run's model, files on each input's grid",
-                       description="Segment NIfTI / 2D images with a run's model; outputs keep each input's shape and geometry.")
+    q = sub.add_parser(
+        'predict',
+        help="segment images with a run's model, files on each input's grid",
+        description="Segment NIfTI / 2D images with a run's model; outputs keep each input's shape and geometry.",
+    )
     q.add_argument('run', help='a run folder written by train (it holds plan.json)')
     q.add_argument('inputs', nargs='+', help='a folder of images, or image files')
     q.add_argument('out_dir', help='where the predictions go')
@@ -110,8 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                                      'probabilities')
     q.add_argument('--overwrite', action='store_true', help='replace files of the same name in out_dir')
     q.add_argument('--device', help='cpu, cuda, ... (default: CUDA when available)')
-    e = sub.add_parser('evaluate', help='metrics of a folder of predictions against a folder of references',
-                       description='Per-case and mean metrics of predictions against references; writes summary.json + summary.csv.')
+    e = sub.add_parser(
+        'evaluate',
+        help='metrics of a folder of predictions against a folder of references',
+        description='Per-case and mean metrics of predictions against references; writes summary.json + summary.csv.',
+    )
     e.add_argument('pred_dir'); e.add_argument('gt_dir')
     e.add_argument('--num-classes', type=int, help='classes incl. background (default: highest label + 1)')
     e.add_argument('--metrics', nargs='+', default=['dice', 'iou', 'hd95'], help='metric names (default dice iou hd95)')
@@ -148,9 +157,18 @@ def _cmd_train(a) -> int:
                      cfg.get('data_root')) and not ({'spatial_dims', 'batch_size'} <= set(cfg)):
         from medseg_lab.data import plan_dataset, DatasetPlan
         d = cfg.get('data_kwargs', {})
-        plan = DatasetPlan.load(d['plan']) if d.get('plan') else plan_dataset(
-            cfg['data'], cfg.get('data_root'), model=cfg.get('model', 'unet'), preset=cfg.get('preset', 'small'),
-            num_workers=d.get('preprocess_workers'), **{k: d[k] for k in ('memory_budget_gb', 'mode_2d', 'resize_to') if k in d})
+        plan = (
+            DatasetPlan.load(d['plan'])
+            if d.get('plan')
+            else plan_dataset(
+                cfg['data'],
+                cfg.get('data_root'),
+                model=cfg.get('model', 'unet'),
+                preset=cfg.get('preset', 'small'),
+                num_workers=d.get('preprocess_workers'),
+                **{k: d[k] for k in ('memory_budget_gb', 'mode_2d', 'resize_to') if k in d},
+            )
+        )
         cfg.setdefault('spatial_dims', plan.spatial_dims); cfg.setdefault('batch_size', plan.batch_size)
         print(f"plan: {plan.spatial_dims}D, patch {plan.patch_size}, batch {plan.batch_size}, spacing "
               f"{plan.target_spacing}")

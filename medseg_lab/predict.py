@@ -28,8 +28,10 @@ def load_predictor(run, # a run folder (str / Path) or the RunResult `train` ret
     run_dir = Path(getattr(run, 'run_dir', run))
     plan_file = run_dir / 'plan.json'
     if not plan_file.is_file():
-        raise FileNotFoundError(f"{plan_file} does not exist: predict needs a run trained on files (a data set folder or "
-                                "a card with data_root), whose run folder holds the plan")
+        raise FileNotFoundError(
+            f"{plan_file} does not exist: predict needs a run trained on files (a data set folder or "
+            "a card with data_root), whose run folder holds the plan"
+        )
     res = load_run(run_dir, device=get_device(device))
     return res.model.eval(), DatasetPlan.load(plan_file), run_dir
 
@@ -42,7 +44,9 @@ def _input_files(inputs, plan:DatasetPlan) -> list:
         folder = Path(inputs).expanduser()
         if not folder.is_dir(): raise FileNotFoundError(f"inputs {folder} is not a folder (pass a folder or a "
                                                         "list of files)")
-        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith('.') and p.name.lower().endswith(exts))
+        files = sorted(
+            p for p in folder.iterdir() if p.is_file() and not p.name.startswith('.') and p.name.lower().endswith(exts)
+        )
         if not files: raise FileNotFoundError(f"no {' / '.join(exts)} files in {folder}")
         return files
     files = [Path(f).expanduser() for f in inputs]
@@ -66,9 +70,11 @@ def group_cases(inputs, # a folder of images or a list of files
         if None in chans:
             if len(fs) > 1: raise ValueError(f"case {case}: several files {[f.name for _, f in fs]} for one case")
         elif not (plan.spatial_dims == 2 and len(fs) == 1) and sorted(chans) != list(range(plan.in_channels)):
-            raise ValueError(f"case {case} has channel files {[f'_{c:04d}' for c in sorted(chans)]}; the run's plan has "
-                             f"{plan.in_channels} channel(s) {plan.channel_names}, so it needs "
-                             f"{', '.join(f'_{i:04d}' for i in range(plan.in_channels))}")
+            raise ValueError(
+                f"case {case} has channel files {[f'_{c:04d}' for c in sorted(chans)]}; the run's plan has "
+                f"{plan.in_channels} channel(s) {plan.channel_names}, so it needs "
+                f"{', '.join(f'_{i:04d}' for i in range(plan.in_channels))}"
+            )
         out.append((case, [f for _, f in sorted(fs, key=lambda t: t[0] or 0)]))
     return out
 
@@ -126,7 +132,8 @@ def predict_image(model, # the run's model (eval mode)
 # %% ../nbs/32_predict.ipynb #9d62c97a
 def _atomic_path(path:Path, write):
     "Call `write(tmp)` for a temporary file beside `path` (same extension), then rename it to `path`."
-    tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp{"".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix}')
+    ext = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp{ext}')
     try: write(tmp); os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()
@@ -191,8 +198,11 @@ def _read_labels(path:Path) -> tuple:
 
 def _pairs(pred_dir:Path, gt_dir:Path) -> list:
     exts = _NIFTI_EXT + _IMAGE_EXT
-    ls = lambda d: {_strip_ext(p.name, exts): p for p in sorted(d.iterdir()) if p.is_file() and p.name.lower().endswith(exts)
-                    and not p.name.startswith('.')}
+    ls = lambda d: {
+        _strip_ext(p.name, exts): p
+        for p in sorted(d.iterdir())
+        if p.is_file() and p.name.lower().endswith(exts) and not p.name.startswith('.')
+    }
     for d in (pred_dir, gt_dir):
         if not d.is_dir(): raise FileNotFoundError(f"{d} is not a folder")
     preds, refs = ls(pred_dir), ls(gt_dir)
@@ -215,8 +225,15 @@ def _case_metrics(p:np.ndarray, t:np.ndarray, num_classes:int, spacing, metric_n
     for k in range(1, num_classes):
         pk, tk = p == k, t == k
         tp, fp, fn = int((pk & tk).sum()), int((pk & ~tk).sum()), int((~pk & tk).sum())
-        out[k] = {**{_NAMES[m]: float(vals[m][k - 1]) for m in metric_names},
-                  'TP': tp, 'FP': fp, 'FN': fn, 'TN': int(p.size - tp - fp - fn), 'n_pred': int(pk.sum()), 'n_ref': int(tk.sum())}
+        out[k] = {
+            **{_NAMES[m]: float(vals[m][k - 1]) for m in metric_names},
+            'TP': tp,
+            'FP': fp,
+            'FN': fn,
+            'TN': int(p.size - tp - fp - fn),
+            'n_pred': int(pk.sum()),
+            'n_ref': int(tk.sum()),
+        }
     return out
 
 _NAMES = dict(dice='Dice', iou='IoU', hd95='HD95', sensitivity='Sensitivity', specificity='Specificity',
@@ -273,9 +290,16 @@ def evaluate_folder(pred_dir, # folder of predicted label files
     for k in range(1, C):
         mean[str(k)], nan_count[str(k)] = _mean_rows([r['metrics'][str(k)] for r in per_case], keys)
     fg = {key: float(np.nanmean([mean[str(k)][key] for k in range(1, C)])) if C > 1 else float('nan') for key in keys}
-    summary = dict(metric_per_case=per_case, mean=mean, foreground_mean=fg, nan_count=nan_count, num_classes=C,
-                   n_cases=len(per_case), conventions="medseg_lab.metrics (MONAI): Dice/IoU NaN where the reference is empty; "
-                   "HD95 NaN where either mask is empty; means over the finite values, NaN cases counted in nan_count")
+    summary = dict(
+        metric_per_case=per_case,
+        mean=mean,
+        foreground_mean=fg,
+        nan_count=nan_count,
+        num_classes=C,
+        n_cases=len(per_case),
+        conventions="medseg_lab.metrics (MONAI): Dice/IoU NaN where the reference is empty; "
+        "HD95 NaN where either mask is empty; means over the finite values, NaN cases counted in nan_count",
+    )
     out = Path(output_file) if output_file is not None else pred_dir / 'summary.json'
     from medseg_lab.results import _jsonable
     atomic_write_text(out, json.dumps(_jsonable(summary), indent=1) + '\n')

@@ -27,9 +27,11 @@ def feature_distance(student:torch.Tensor, # (B, C, H, W)
                      teacher:torch.Tensor, # (B, C, H, W), the same shape
                      norm:str='none', # 'none' (MSE, the paper), 'channel_l2' or 'cosine'
                     ) -> torch.Tensor: # scalar
-    "`Distill(·)` of DSVM-UNet Eqs. 2–3: MSE of the raw maps, of per-channel unit-RMS maps, or 1 − cosine over channels."
+    """`Distill(·)` of DSVM-UNet Eqs. 2–3: MSE of the raw maps, of per-channel unit-RMS maps, or 1 − cosine over
+    channels."""
     if norm not in DISTILL_NORMS: raise ValueError(f"norm must be one of {DISTILL_NORMS}, got {norm!r}")
-    if student.shape != teacher.shape: raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} differ")
+    if student.shape != teacher.shape:
+        raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} differ")
     if norm == 'none': return F.mse_loss(student, teacher)
     if norm == 'channel_l2':
         unit = lambda f: F.normalize(f.flatten(2), dim=2, eps=1e-6) * math.sqrt(f.shape[2] * f.shape[3])
@@ -54,8 +56,10 @@ class SpatialLinear(nn.Module):
 
     def forward(self, f:torch.Tensor) -> torch.Tensor:
         if f.ndim != 4 or tuple(f.shape[2:]) != self.in_size:
-            raise ValueError(f"SpatialLinear was built for {self.in_size[0]}x{self.in_size[1]} features (set by the training input "
-                             f"size), got {tuple(f.shape)}: train at that size or use spatial='resize'")
+            raise ValueError(
+                f"SpatialLinear was built for {self.in_size[0]}x{self.in_size[1]} features (set by the training input "
+                f"size), got {tuple(f.shape)}: train at that size or use spatial='resize'"
+            )
         return (f.flatten(2) @ self.weight.T).reshape(*f.shape[:2], *self.out_size)
 
     def extra_repr(self): return f"{self.in_size} -> {self.out_size}"
@@ -77,27 +81,31 @@ class ProjectionDistillLoss(nn.Module):
     feature lists at call time."""
     def __init__(self, enc_channels:Sequence[int], # widths of f1e … fMe (e.g. 96-192-384-768)
                  dec_channels:Sequence[int], # widths of fMd … f1d (the last is the teacher)
-                 encoder_teacher:str='decoder', # 'decoder': f1d teaches all (the text); 'encoder': f1e teaches the encoder side (Eq. 2 literally)
+                 encoder_teacher:str='decoder', # 'decoder': f1d teaches all (text); 'encoder': f1e the encoder (Eq. 2)
                  detach_teacher:bool=True, # stop the gradient into the teacher feature
                  spatial:str='resize', # Lin: 'resize' (bilinear) or 'linear' (learned map of positions, needs `sizes`)
-                 sizes:Sequence|None=None, # (h, w) of f1e … fMe (the decoder's mirror them; f1e's is the teacher's grid)
+                 sizes:Sequence|None=None, # (h, w) of f1e … fMe (the decoder's mirror them; f1e's: the teacher's grid)
                  norm:str='none', # Distill: 'none' (MSE), 'channel_l2' or 'cosine' (see `feature_distance`)
                 ):
         super().__init__()
         self.enc_channels, self.dec_channels = tuple(enc_channels), tuple(dec_channels)
-        if len(self.enc_channels) < 1 or len(self.dec_channels) < 2: raise ValueError("need >= 1 encoder and >= 2 decoder levels")
-        if encoder_teacher not in ('decoder', 'encoder'): raise ValueError(f"encoder_teacher must be 'decoder' or 'encoder', got {encoder_teacher!r}")
+        if len(self.enc_channels) < 1 or len(self.dec_channels) < 2:
+            raise ValueError("need >= 1 encoder and >= 2 decoder levels")
+        if encoder_teacher not in ('decoder', 'encoder'):
+            raise ValueError(f"encoder_teacher must be 'decoder' or 'encoder', got {encoder_teacher!r}")
         if encoder_teacher == 'encoder' and self.enc_channels[0] != self.dec_channels[-1]:
             raise ValueError("encoder_teacher='encoder' needs f1e and f1d to have the same width")
         if spatial not in PROJECTIONS: raise ValueError(f"spatial must be one of {PROJECTIONS}, got {spatial!r}")
         if norm not in DISTILL_NORMS: raise ValueError(f"norm must be one of {DISTILL_NORMS}, got {norm!r}")
         c = self.dec_channels[-1]
-        self.encoder_teacher, self.detach_teacher, self.spatial, self.norm = encoder_teacher, detach_teacher, spatial, norm
+        self.encoder_teacher, self.detach_teacher = encoder_teacher, detach_teacher
+        self.spatial, self.norm = spatial, norm
         self.enc_heads = nn.ModuleList(_conv1x1(i, c) for i in self.enc_channels)
         self.dec_heads = nn.ModuleList(_conv1x1(i, c) for i in self.dec_channels[:-1])
         if spatial == 'linear':
-            if sizes is None or len(sizes) != len(self.enc_channels) or len(self.dec_channels) != len(self.enc_channels):
-                raise ValueError(f"spatial='linear' needs sizes: the (h, w) of the {len(self.enc_channels)} encoder levels")
+            n_enc = len(self.enc_channels)
+            if sizes is None or len(sizes) != n_enc or len(self.dec_channels) != n_enc:
+                raise ValueError(f"spatial='linear' needs sizes: the (h, w) of the {n_enc} encoder levels")
             sizes = [tuple(s) for s in sizes]
             lin = lambda s: nn.Identity() if s == sizes[0] else SpatialLinear(s, sizes[0])
             self.enc_lin = nn.ModuleList(lin(s) for s in sizes)
@@ -107,7 +115,8 @@ class ProjectionDistillLoss(nn.Module):
         "f̂ = Conv1×1(Lin(f)); with Lin = bilinear resize computed as resize(conv(f)): identical, cheaper."
         if lin is not None: return head(lin(f))
         y = head(f)
-        return y if tuple(y.shape[2:]) == tuple(size) else F.interpolate(y, size=size, mode='bilinear', align_corners=False)
+        if tuple(y.shape[2:]) == tuple(size): return y
+        return F.interpolate(y, size=size, mode='bilinear', align_corners=False)
 
     def forward(self, enc:Sequence[torch.Tensor], # f1e … fMe, (B, C_l, H_l, W_l)
                 dec:Sequence[torch.Tensor], # fMd … f1d
@@ -136,7 +145,8 @@ class ProgressiveDistillLoss(nn.Module):
                 ):
         super().__init__()
         self.enc_channels, self.dec_channels = tuple(enc_channels), tuple(dec_channels)
-        if len(self.enc_channels) < 2 or len(self.dec_channels) < 2: raise ValueError("progressive distillation needs >= 2 levels per side")
+        if len(self.enc_channels) < 2 or len(self.dec_channels) < 2:
+            raise ValueError("progressive distillation needs >= 2 levels per side")
         if norm not in DISTILL_NORMS: raise ValueError(f"norm must be one of {DISTILL_NORMS}, got {norm!r}")
         self.detach_teacher, self.norm = detach_teacher, norm
         e, d = self.enc_channels, self.dec_channels
@@ -154,19 +164,23 @@ class ProgressiveDistillLoss(nn.Module):
         _check_levels(enc, self.enc_channels, 'encoder'); _check_levels(dec, self.dec_channels, 'decoder')
         det = (lambda t: t.detach()) if self.detach_teacher else (lambda t: t)
         d = lambda s, t: feature_distance(s, t, self.norm)
-        loss = sum(d(enc[l - 1], self.lift(h, det(enc[l]), enc[l - 1])) for l, h in zip(range(1, len(enc)), self.enc_heads))
+        loss = sum(
+            d(enc[l - 1], self.lift(h, det(enc[l]), enc[l - 1])) for l, h in zip(range(1, len(enc)), self.enc_heads)
+        )
         return loss + sum(d(self.lift(h, dec[i], dec[i + 1]), det(dec[i + 1])) for i, h in enumerate(self.dec_heads))
 
-# %% ../../nbs/14a_dsvmunet.ipynb #293ac394
+# %% ../../nbs/14a_dsvmunet.ipynb #e674f20a
 from dataclasses import dataclass, field
 
 DISTILL_MODES = ('none', 'proj', 'prog', 'both')
 
 @dataclass
 class DistillOutput(SegOutput):
-    "`SegOutput` plus the unweighted self-distillation terms of this forward pass (`{'proj': …, 'prog': …}`; empty in eval)."
+    """`SegOutput` plus the unweighted self-distillation terms of this forward pass (`{'proj': …, 'prog': …}`; empty in
+    eval)."""
     distill: dict = field(default_factory=dict)
 
+# %% ../../nbs/14a_dsvmunet.ipynb #293ac394
 class DSVMUNet(VMUNet):
     """DSVM-UNet: VM-UNet trained with projection (Eq. 2) and/or progressive (Eq. 3) self-distillation.
 
@@ -180,10 +194,11 @@ class DSVMUNet(VMUNet):
                  detach_teacher:bool=True, # no gradient into teacher features
                  distill_norm:str='none', # Distill of both losses: 'none' (MSE, the paper), 'channel_l2', 'cosine'
                  projection:str='resize', # Lin of L_Proj: 'resize' (bilinear) or 'linear' (learned map of positions)
-                 distill_input_size:Sequence[int]|None=None, # (H, W) of the training input; needed by projection='linear'
+                 distill_input_size:Sequence[int]|None=None, # (H, W) of the training input; for projection='linear'
                  **kwargs):
         if distill not in DISTILL_MODES: raise ValueError(f"distill must be one of {DISTILL_MODES}, got {distill!r}")
-        if projection not in PROJECTIONS: raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+        if projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
         super().__init__(*args, **kwargs)
         self.distill = distill
         self._vmunet_args = (args, kwargs)
@@ -196,9 +211,10 @@ class DSVMUNet(VMUNet):
             padded = [math.ceil(int(s) / self.divisor) * self.divisor for s in distill_input_size]
             stride = self.divisor // 2 ** (self.num_levels - 1)                        # the patch size
             sizes = [tuple(p // stride // 2**l for p in padded) for l in range(self.num_levels)]
-        self.proj_distill = (ProjectionDistillLoss(enc_c, dec_c, encoder_teacher, detach_teacher, projection, sizes, distill_norm)
-                             if distill in ('proj', 'both') else None)
-        self.prog_distill = ProgressiveDistillLoss(enc_c, dec_c, detach_teacher, distill_norm) if distill in ('prog', 'both') else None
+        self.proj_distill = (ProjectionDistillLoss(enc_c, dec_c, encoder_teacher, detach_teacher, projection, sizes,
+                                                   distill_norm) if distill in ('proj', 'both') else None)
+        self.prog_distill = (ProgressiveDistillLoss(enc_c, dec_c, detach_teacher, distill_norm)
+                             if distill in ('prog', 'both') else None)
 
     def forward(self, x:torch.Tensor, # (B, in_channels, H, W)
                 return_aux:bool=False, # return a DistillOutput (with the distillation terms in training mode)
@@ -222,13 +238,13 @@ class DSVMUNet(VMUNet):
         net.train(self.training)
         return net.to(next(self.parameters()).device)
 
+# %% ../../nbs/14a_dsvmunet.ipynb #fa09f457
 class DistillTotalLoss(nn.Module):
     """Eq. 5: `base(logits, target) + alpha * L_Proj + beta * L_Prog`, on a `DistillOutput` (a plain tensor or a
     SegOutput without terms gives `base` alone, e.g. in validation).
 
-    Args: base: the segmentation loss, e.g. `BceDiceLoss()` (binary) or `CeDiceLoss()` (multi-class); alpha (1), beta (0.5).
     Raises: ValueError for negative weights."""
-    def __init__(self, base:nn.Module, # segmentation loss f(logits, target)
+    def __init__(self, base:nn.Module, # segmentation loss f(logits, target): `BceDiceLoss()` (binary), `CeDiceLoss()`
                  alpha:float=1., # weight of L_Proj
                  beta:float=0.5, # weight of L_Prog
                 ):
@@ -249,7 +265,8 @@ class DistillTotalLoss(nn.Module):
 # %% ../../nbs/14a_dsvmunet.ipynb #1b589afe
 from .vmunet import PRESETS as _VM_PRESETS
 
-PRESETS: dict[str, dict] = {name: dict(p, distill='both') for name, p in _VM_PRESETS.items()}   # 'paper', 'small', 'tiny'
+# 'paper', 'small', 'tiny'
+PRESETS: dict[str, dict] = {name: dict(p, distill='both') for name, p in _VM_PRESETS.items()}
 # Table 4 (22.63 M, 3.65 G): VM-UNet with one VSS block fewer at width 768 and one fewer at 192 (the count cannot tell
 # which stage loses them; here the decoder, so that the encoder is VM-UNet's and takes VMamba-S weights as it does)
 PRESETS['paper-table4'] = dict(_VM_PRESETS['paper'], depths_decoder=(1, 2, 1, 1), distill='both')
@@ -273,6 +290,8 @@ def build(spatial_dims:int=2, # must be 2
           distill_input_size:Sequence[int]|None=None, # training input (H, W), for projection='linear'
          ) -> DSVMUNet:
     "Registry entry point: a `DSVMUNet` from keyword arguments (what `build_model('dsvmunet', ...)` calls)."
-    return DSVMUNet(spatial_dims, in_channels, out_channels, dims, depths, depths_decoder, d_state, drop_path, patch_size,
-                    pad, backend, distill=distill, encoder_teacher=encoder_teacher, detach_teacher=detach_teacher,
-                    distill_norm=distill_norm, projection=projection, distill_input_size=distill_input_size)
+    return DSVMUNet(
+        spatial_dims, in_channels, out_channels, dims, depths, depths_decoder, d_state, drop_path, patch_size, pad,
+        backend, distill=distill, encoder_teacher=encoder_teacher, detach_teacher=detach_teacher,
+        distill_norm=distill_norm, projection=projection, distill_input_size=distill_input_size,
+    )

@@ -39,7 +39,7 @@ SCAN_TABLE_2D: dict[str, tuple[str, ...]] = {   # the same rows on a 2D grid (on
 }
 SCAN_ALIASES = {'biscan': 'B2', 'paper': 'B2', 'uniscan': 'B1'}
 
-def scan_kinds(scan:str|Sequence[str]='B2', # a Table 1 row 'B1'..'B9', an alias ('biscan'), one kind, or a list of kinds
+def scan_kinds(scan:str|Sequence[str]='B2', # Table 1 row 'B1'..'B9', an alias ('biscan'), one kind, or a list of kinds
                spatial_dims:int=3, # 2 or 3
               ) -> tuple[str, ...]:
     "The list of `scan_order` kinds of a MetaScan configuration; `ValueError` naming the valid rows and kinds."
@@ -55,8 +55,9 @@ def scan_kinds(scan:str|Sequence[str]='B2', # a Table 1 row 'B1'..'B9', an alias
     for k in kinds:
         try: scan_order((3,) * spatial_dims, k)
         except ValueError as e:
-            raise ValueError(f"Unknown scan {k!r} for spatial_dims={spatial_dims}: use a Table 1 row ({', '.join(table)}), "
-                             f"an alias ({', '.join(SCAN_ALIASES)}), or kinds from medseg_lab.ssm.scan_order ({e})") from None
+            raise ValueError(f"Unknown scan {k!r} for spatial_dims={spatial_dims}: use a Table 1 row "
+                             f"({', '.join(table)}), an alias ({', '.join(SCAN_ALIASES)}), or kinds from "
+                             f"medseg_lab.ssm.scan_order ({e})") from None
     return kinds
 
 def scan_groups(kinds:Sequence[str], # scan_order kinds, e.g. ('DHW', 'flip(DHW)', 'HWD')
@@ -72,30 +73,25 @@ def scan_groups(kinds:Sequence[str], # scan_order kinds, e.g. ('DHW', 'flip(DHW)
 # %% ../../nbs/13_mmunet.ipynb #2d1352aa
 class MetaSSM(nn.Module):
     """MM-UNet's MetaSSM (Fig. 3(1)): `x + Σ_groups unscan(Mamba(scan(LN(x))))` on `(B, C, *spatial)`.
+    Every scan kind is read in terms of `axes` (`scan_order`'s `axes`).
 
-    Args:
-        spatial_dims: 2 or 3. channels: C (kept).
-        scan: a Table 1 row ('B1'..'B9', default 'B2' = DHW + flip(DHW)), an alias ('biscan') or a list of
-            `medseg_lab.ssm.scan_order` kinds. window: window size for the 'window' kind (B7), default 4.
-        d_state, d_conv, expand: `MambaMixer` sizes (mamba-ssm defaults 16, 4, 2). backend: `selective_scan` backend.
-        axes: what the input's spatial axes are, in the paper's D, H, W (e.g. 'WHD' for (X, Y, Z) volumes with Z
-            axial); None: (D, H, W) as stored. Every scan kind is read in those terms (`scan_order`'s `axes`).
     Raises:
         ValueError: unknown scan rows/kinds (listing the valid ones), non-positive sizes.
     """
     def __init__(self,
                  spatial_dims:int, # 2 or 3
                  channels:int, # C, in and out
-                 scan:str|Sequence[str]='B2', # Table 1 row, alias, or list of scan kinds
-                 d_state:int=16, # SSM state size N
+                 scan:str|Sequence[str]='B2', # Table 1 row ('B2' = DHW + flip(DHW)), alias, or list of scan_order kinds
+                 d_state:int=16, # SSM state size N (`MambaMixer`; 16, 4, 2 are mamba-ssm's defaults)
                  d_conv:int=4, # causal conv width
                  expand:int=2, # inner width factor
-                 window:int=4, # window side for the 'window' kind
+                 window:int=4, # window side for the 'window' kind (B7)
                  backend:str='auto', # selective_scan backend: 'auto' | 'torch' | 'cuda'
-                 axes:str|None=None, # the input's axes in D, H, W terms, e.g. 'WHD'; None: stored (D, H, W)
+                 axes:str|None=None, # the input's axes in D, H, W terms ('WHD': (X, Y, Z), Z axial); None: (D, H, W)
                 ):
         super().__init__()
-        if not isinstance(channels, int) or channels < 1: raise ValueError(f"channels must be a positive int, got {channels!r}")
+        if not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be a positive int, got {channels!r}")
         scan_order((3,) * spatial_dims, 'DHW'[3 - spatial_dims:], axes=axes)    # fail early on bad axes
         self.spatial_dims, self.channels, self.window, self.axes = spatial_dims, channels, window, axes
         self.kinds = scan_kinds(scan, spatial_dims)
@@ -127,7 +123,10 @@ class MetaSSM(nn.Module):
     def forward(self, x:torch.Tensor, # (B, C, *spatial)
                ) -> torch.Tensor: # same shape
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.channels:
-            raise ValueError(f"MetaSSM expects (B, {self.channels}, {', '.join('DHW'[3 - self.spatial_dims:])}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"MetaSSM expects (B, {self.channels}, {', '.join('DHW'[3 - self.spatial_dims:])}), got "
+                f"{tuple(x.shape)}"
+            )
         b, c, *shape = x.shape
         shape = tuple(shape)
         with torch.autocast(x.device.type, enabled=False):
@@ -156,16 +155,14 @@ def _shortcut(spatial_dims, cin, cout, norm):
 class MetaBlock(nn.Module):
     """One interchangeable MM-UNet meta-block (Fig. 1b): `kind` in `META_BLOCKS`, `in_channels → out_channels`.
 
-    Args: spatial_dims (2 or 3); in_channels, out_channels; kind ('conv', 'ssm', 'hybrid_in', 'hybrid_out',
-    'conv_ssm_seq'); norm, act (names for `get_norm` / `get_act`); ssm: keyword arguments for `MetaSSM` (scan, d_state, ...).
     Raises: ValueError for an unknown kind (listing `META_BLOCKS`) or bad MetaSSM arguments."""
     def __init__(self,
                  spatial_dims:int, # 2 or 3
                  in_channels:int, # channels in
                  out_channels:int, # channels out
                  kind:str='hybrid_in', # one of META_BLOCKS
-                 norm:str|None='instance', # norm name
-                 act:str|None='leakyrelu', # activation name
+                 norm:str|None='instance', # norm name for `get_norm`
+                 act:str|None='leakyrelu', # activation name for `get_act`
                  **ssm, # MetaSSM arguments: scan, d_state, d_conv, expand, window, backend
                 ):
         super().__init__()
@@ -177,7 +174,9 @@ class MetaBlock(nn.Module):
         elif kind == 'ssm':
             self.body = nn.Sequential(_shortcut(sd, ci, co, norm), MetaSSM(sd, co, **ssm))
         elif kind == 'conv_ssm_seq':
-            self.body = nn.Sequential(ConvNormAct(sd, ci, co, 3, norm, act), MetaSSM(sd, co, **ssm), MetaSSM(sd, co, **ssm))
+            self.body = nn.Sequential(
+                ConvNormAct(sd, ci, co, 3, norm, act), MetaSSM(sd, co, **ssm), MetaSSM(sd, co, **ssm)
+            )
         else:   # residual hybrids
             self.branch = nn.Sequential(ConvNormAct(sd, ci, co, 3, norm, act), get_conv(sd)(co, co, 3, padding=1),
                                         get_norm(norm, sd, co))
@@ -193,23 +192,11 @@ class MetaBlock(nn.Module):
 # %% ../../nbs/13_mmunet.ipynb #64abbbdc
 class MMUNet(nn.Module):
     """MM-UNet (Meta Mamba UNet, Fig. 1a): an nnU-Net-like U-Net, 2D or 3D, whose encoder,
-    bottleneck and decoder blocks are interchangeable meta-blocks.
+    bottleneck and decoder blocks are interchangeable meta-blocks. The defaults are the paper's model: nnU-Net's
+    widths, hybrid_in encoder and bottleneck, conv decoder, BiScan B2, instance norm and leaky ReLU as nnU-Net.
+    The input is halved len(features)-1 times. `axes` tells every MetaSSM's scan what the stored axes are, so that
+    DHW and the 2D scan mean what Table 1 means (e.g. 'WHD' for volumes stored (X, Y, Z) with Z axial).
 
-    Args:
-        spatial_dims: 2 or 3. in_channels, out_channels: image channels and classes (logits out).
-        features: widths per level, highest resolution first; the last is the bottleneck (default nnU-Net's
-            32, 64, 128, 256, 320, 320). The input is halved len(features)-1 times.
-        encoder_block, bottleneck_block, decoder_block: `META_BLOCKS` names (default 'hybrid_in', 'hybrid_in', 'conv',
-            the paper's choice). blocks_per_stage: meta-blocks per encoder/decoder stage and bottleneck (default 1).
-        scan: MetaScan configuration of every MetaSSM (Table 1 row 'B1'..'B9', default 'B2', or a list of kinds).
-        d_state, d_conv, expand, window, backend: MetaSSM / MambaMixer arguments.
-        norm, act: names for `get_norm` / `get_act` (default 'instance', 'leakyrelu' as nnU-Net).
-        deep_supervision: 1×1 heads at 1/2 and 1/4 resolution (Eq. 6), returned by `forward(x, return_aux=True)`.
-        n_supervised: how many resolutions are supervised including the full one (default 3, as the paper).
-        pad: pad inputs to a multiple of 2**(len(features)-1) and crop back (default True); False: raise on such sizes.
-        axes: what the input's spatial axes are in the paper's D, H, W terms, for every MetaSSM's scan (e.g. 'WHD'
-            for volumes stored (X, Y, Z) with Z axial, so that DHW and the 2D scan mean what Table 1 means); None
-            (default): stored as (D, H, W) / (H, W).
     Raises:
         ValueError: bad spatial_dims, channels, features, block names or scan (listing the valid ones).
     """
@@ -217,21 +204,21 @@ class MMUNet(nn.Module):
                  spatial_dims:int=3, # 2 for slices, 3 for volumes
                  in_channels:int=1, # image channels
                  out_channels:int=2, # classes (logit channels)
-                 features:Sequence[int]=(32, 64, 128, 256, 320, 320), # widths per level, bottleneck last
-                 encoder_block:str='hybrid_in', # EncMetaBlock kind
+                 features:Sequence[int]=(32, 64, 128, 256, 320, 320), # widths, finest level first, bottleneck last
+                 encoder_block:str='hybrid_in', # EncMetaBlock kind (a `META_BLOCKS` name)
                  bottleneck_block:str='hybrid_in', # MetaBlock kind
                  decoder_block:str='conv', # DecMetaBlock kind
-                 blocks_per_stage:int=1, # meta-blocks per slot
-                 scan:str|Sequence[str]='B2', # Table 1 row or list of scan kinds
+                 blocks_per_stage:int=1, # meta-blocks per encoder/decoder stage and bottleneck
+                 scan:str|Sequence[str]='B2', # MetaScan of every MetaSSM: Table 1 row 'B1'..'B9' or list of scan kinds
                  d_state:int=16, # SSM state size
                  d_conv:int=4, # Mamba causal conv width
                  expand:int=2, # Mamba inner width factor
                  window:int=4, # window side of the 'window' scan (B7)
-                 norm:str|None='instance', # norm name
-                 act:str|None='leakyrelu', # activation name
-                 deep_supervision:bool=False, # aux heads at 1/2, 1/4 resolution
+                 norm:str|None='instance', # norm name for `get_norm`
+                 act:str|None='leakyrelu', # activation name for `get_act`
+                 deep_supervision:bool=False, # 1×1 heads at 1/2, 1/4 resolution (Eq. 6); `forward(x, return_aux=True)`
                  n_supervised:int=3, # supervised resolutions incl. full (Eq. 6: 3)
-                 pad:bool=True, # pad to the divisor and crop back
+                 pad:bool=True, # pad to a multiple of 2**(len(features)-1) and crop back; False: raise on such sizes
                  backend:str='auto', # selective_scan backend
                  axes:str|None=None, # the input's axes in D, H, W terms (e.g. 'WHD' for (X, Y, Z)); None: (D, H, W)
                 ):
@@ -259,7 +246,9 @@ class MMUNet(nn.Module):
         self.axes = axes
         ssm = dict(scan=scan, d_state=d_state, d_conv=d_conv, expand=expand, window=window, backend=backend, axes=axes)
         def stage(kind, cin, cout):
-            return nn.Sequential(*(MetaBlock(sd, cin if i == 0 else cout, cout, kind, norm, act, **ssm) for i in range(nb)))
+            return nn.Sequential(
+                *(MetaBlock(sd, cin if i == 0 else cout, cout, kind, norm, act, **ssm) for i in range(nb))
+            )
         conv, up = get_conv(sd), get_conv_transpose(sd)
         self.stem = ConvNormAct(sd, in_channels, f[0], 3, norm, act)
         self.down = nn.ModuleList(nn.Sequential(conv(f[i], f[i + 1], 2, stride=2), get_norm(norm, sd, f[i + 1]))
@@ -279,9 +268,11 @@ class MMUNet(nn.Module):
                ):
         x, shape = prepare_input(x, self.spatial_dims, self.in_channels, self.divisor, self.pad)
         if self.norm == 'instance' and math.prod(s // self.divisor for s in x.shape[2:]) < 2:
-            raise ValueError(f"Input {tuple(shape)} leaves a single voxel at the bottleneck (1/{self.divisor} resolution), "
-                             f"where instance norm is undefined: make one spatial size larger than {self.divisor} "
-                             "(or use fewer levels)")
+            raise ValueError(
+                f"Input {tuple(shape)} leaves a single voxel at the bottleneck (1/{self.divisor} resolution), "
+                f"where instance norm is undefined: make one spatial size larger than {self.divisor} "
+                "(or use fewer levels)"
+            )
         h, skips = self.stem(x), []
         for lvl, enc in enumerate(self.encoder):
             h = enc(h if lvl == 0 else self.down[lvl - 1](h))
@@ -295,7 +286,9 @@ class MMUNet(nn.Module):
         if not return_aux: return logits
         aux = [crop_spatial(head(decs[k]), tuple(math.ceil(s / 2**k) for s in shape))
                for k, head in enumerate(self.aux_heads, start=1)]
-        return SegOutput(logits=logits, aux_logits=aux, features=[*feats, *(decs[k] for k in reversed(range(len(decs))))])
+        return SegOutput(
+            logits=logits, aux_logits=aux, features=[*feats, *(decs[k] for k in reversed(range(len(decs))))]
+        )
 
 def _init_conv(m):
     "nnU-Net's `InitWeights_He(1e-2)` for convolutions; Mamba's own initialisation is left alone."

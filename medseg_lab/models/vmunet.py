@@ -27,8 +27,6 @@ def _dt_bias(d_inner:int, dt_min:float=1e-3, dt_max:float=0.1, floor:float=1e-4)
 class SS2D(nn.Module):
     """2D selective-scan mixer of VM-UNet / VMamba on channels-last maps `(B, H, W, d_model) -> (B, H, W, d_model)`.
 
-    Args: d_model (channels), d_state (N, 16), d_conv (depth-wise conv kernel, 3), expand (inner width factor, 2),
-    dt_rank ('auto' = ceil(d_model/16)), dropout (after out_proj, 0), backend (selective_scan's: 'auto', 'torch', 'cuda').
     Raises: ValueError for non-positive sizes or an unknown backend; on input of the wrong shape."""
     K = 4  # scan directions
     def __init__(self, d_model:int, # channels in and out
@@ -37,11 +35,12 @@ class SS2D(nn.Module):
                  expand:int=2, # inner width = expand * d_model
                  dt_rank:int|str='auto', # rank R of the Δ projection ('auto': ceil(d_model/16))
                  dropout:float=0., # dropout after the output projection
-                 backend:str='auto', # selective_scan backend
+                 backend:str='auto', # selective_scan backend: 'auto' | 'torch' | 'cuda'
                 ):
         super().__init__()
         for name, v in (('d_model', d_model), ('d_state', d_state), ('d_conv', d_conv), ('expand', expand)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{name} must be a positive int, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
         if backend not in SCAN_BACKENDS: raise ValueError(f"Unknown backend {backend!r}; valid: {SCAN_BACKENDS}")
         self.d_model, self.d_state, self.backend = d_model, d_state, backend
         self.d_inner = d_inner = expand * d_model
@@ -49,7 +48,9 @@ class SS2D(nn.Module):
         K = self.K
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
         self.conv2d = nn.Conv2d(d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2, groups=d_inner, bias=True)
-        self.x_proj_weight = nn.Parameter(torch.empty(K, R + 2 * d_state, d_inner).uniform_(-d_inner ** -0.5, d_inner ** -0.5))
+        self.x_proj_weight = nn.Parameter(
+            torch.empty(K, R + 2 * d_state, d_inner).uniform_(-(d_inner**-0.5), d_inner**-0.5)
+        )
         self.dt_projs_weight = nn.Parameter(torch.empty(K, d_inner, R).uniform_(-R ** -0.5, R ** -0.5))
         self.dt_projs_bias = nn.Parameter(torch.stack([_dt_bias(d_inner) for _ in range(K)]))
         self.A_logs = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(K * d_inner, 1))
@@ -80,7 +81,9 @@ class SS2D(nn.Module):
     def forward(self, x:torch.Tensor, # (B, H, W, d_model), channels last
                ) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[-1] != self.d_model:
-            raise ValueError(f"SS2D expects channels-last (B, H, W, d_model={self.d_model}), got {tuple(getattr(x, 'shape', ()))}")
+            raise ValueError(
+                f"SS2D expects channels-last (B, H, W, d_model={self.d_model}), got {tuple(getattr(x, 'shape', ()))}"
+            )
         x, z = self.in_proj(x).chunk(2, dim=-1)
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
         y = self.forward_core(x).permute(0, 2, 3, 1)
@@ -89,7 +92,7 @@ class SS2D(nn.Module):
 
 # %% ../../nbs/14_vmunet.ipynb #d7f17db0
 class DropPath(nn.Module):
-    "Stochastic depth: zero the whole residual branch of a sample with probability `p` in training (rescaled by 1/(1-p))."
+    "Stochastic depth: zero a sample's whole residual branch with probability `p` in training (rescaled by 1/(1-p))."
     def __init__(self, p:float=0.): # drop probability
         super().__init__()
         if not 0 <= p < 1: raise ValueError(f"drop-path probability must be in [0, 1), got {p!r}")
@@ -122,7 +125,7 @@ class PatchEmbed2D(nn.Module):
     def forward(self, x): return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 class PatchMerging2D(nn.Module):
-    "2×2 neighbours concatenated (VMamba's order), LN(4C), Linear 4C→2C without bias: (B, H, W, C) -> (B, H/2, W/2, 2C)."
+    "2×2 neighbours concatenated (VMamba's order), LN(4C), bias-free Linear 4C→2C: (B, H, W, C) -> (B, H/2, W/2, 2C)."
     def __init__(self, dim:int):
         super().__init__()
         self.norm = nn.LayerNorm(4 * dim)
@@ -132,7 +135,7 @@ class PatchMerging2D(nn.Module):
         return self.reduction(self.norm(x))
 
 class PatchExpand2D(nn.Module):
-    "Linear C→scale²·C/scale... : (B, H, W, C_in) -> (B, s·H, s·W, C_out) by a bias-free linear, pixel shuffle, then LN(C_out)."
+    "(B, H, W, C_in) -> (B, s·H, s·W, C_out): a bias-free Linear C_in → s²·C_out, pixel shuffle, then LN(C_out)."
     def __init__(self, in_dim:int, # channels in
                  out_dim:int, # channels out
                  scale:int=2, # spatial factor
@@ -144,43 +147,46 @@ class PatchExpand2D(nn.Module):
     def forward(self, x):
         b, h, w, _ = x.shape
         s = self.scale
-        x = self.expand(x).reshape(b, h, w, s, s, self.out_dim).permute(0, 1, 3, 2, 4, 5)   # 'b h w (p1 p2 c) -> b (h p1) (w p2) c'
+        # 'b h w (p1 p2 c) -> b (h p1) (w p2) c'
+        x = self.expand(x).reshape(b, h, w, s, s, self.out_dim).permute(0, 1, 3, 2, 4, 5)
         return self.norm(x.reshape(b, h * s, w * s, self.out_dim))
 
 # %% ../../nbs/14_vmunet.ipynb #58ff75c4
 class VMUNet(nn.Module):
     """VM-UNet (Ruan et al. 2024), the 2D Vision-Mamba U-Net of VSS blocks, as DSVM-UNet's backbone (paper 003).
 
-    Args:
-        spatial_dims: must be 2 (SS2D is 2D). in_channels, out_channels: image channels and classes (logits).
-        dims: encoder widths (default 96-192-384-768); the decoder mirrors them.
-        depths: VSS blocks per encoder stage ([2,2,2,2] in the shipped config); depths_decoder: per decoder stage,
-            deepest first ([2,2,2,1]). d_state: SSM state size (16). drop_path: stochastic-depth maximum (0.2).
-        patch_size: patch-embedding size (4). pad: pad to the divisor patch_size·2^(stages-1) (32) and crop back
-            (default True); with False an indivisible size raises ValueError naming the divisor.
-        backend: selective_scan backend ('auto': CUDA kernel for CUDA tensors when mamba-ssm imports, else PyTorch).
+    The defaults are the shipped config. `backend='auto'` uses the CUDA kernel for CUDA tensors when mamba-ssm
+    imports, else PyTorch.
+
     Raises:
         ValueError: spatial_dims != 2, bad channel counts, dims/depths of different lengths or non-positive.
     """
-    def __init__(self, spatial_dims:int=2, # must be 2
+    def __init__(self, spatial_dims:int=2, # must be 2 (SS2D is 2D)
                  in_channels:int=3, # image channels
                  out_channels:int=1, # classes (logit channels)
-                 dims:Sequence[int]=(96, 192, 384, 768), # encoder widths
+                 dims:Sequence[int]=(96, 192, 384, 768), # encoder widths; the decoder mirrors them
                  depths:Sequence[int]=(2, 2, 2, 2), # VSS blocks per encoder stage
                  depths_decoder:Sequence[int]=(2, 2, 2, 1), # VSS blocks per decoder stage, deepest first
                  d_state:int=16, # SSM state size
                  drop_path:float=0.2, # stochastic depth, maximum
                  patch_size:int=4, # patch-embedding size
-                 pad:bool=True, # pad-and-crop to the divisor
+                 pad:bool=True, # pad to the divisor patch_size·2^(stages-1) and crop back; False: raise, naming it
                  backend:str='auto', # selective_scan backend
                 ):
         super().__init__()
-        if spatial_dims != 2: raise ValueError(f"VM-UNet is 2D only (SS2D scans a 2D grid): spatial_dims must be 2, got {spatial_dims!r}")
-        for n, v in (('in_channels', in_channels), ('out_channels', out_channels), ('d_state', d_state), ('patch_size', patch_size)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{n} must be a positive int, got {v!r}")
+        if spatial_dims != 2:
+            raise ValueError(f"VM-UNet is 2D only (SS2D scans a 2D grid): spatial_dims must be 2, got {spatial_dims!r}")
+        for n, v in (
+            ('in_channels', in_channels), ('out_channels', out_channels), ('d_state', d_state),
+            ('patch_size', patch_size),
+        ):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{n} must be a positive int, got {v!r}")
         dims, depths, depths_decoder = tuple(dims), tuple(depths), tuple(depths_decoder)
         if not (len(dims) == len(depths) == len(depths_decoder) >= 2):
-            raise ValueError(f"dims, depths and depths_decoder need the same length >= 2, got {dims}, {depths}, {depths_decoder}")
+            raise ValueError(
+                f"dims, depths and depths_decoder need the same length >= 2, got {dims}, {depths}, {depths_decoder}"
+            )
         if not all(isinstance(v, int) and v > 0 for v in dims + depths + depths_decoder):
             raise ValueError(f"dims and depths must be positive ints, got {dims}, {depths}, {depths_decoder}")
         if not 0 <= drop_path < 1: raise ValueError(f"drop_path must be in [0, 1), got {drop_path!r}")
@@ -196,14 +202,17 @@ class VMUNet(nn.Module):
         self.downsamples = nn.ModuleList(PatchMerging2D(d) for d in dims[:-1])
         dd = self.dims_decoder
         self.upsamples = nn.ModuleList(PatchExpand2D(dd[i - 1], dd[i]) for i in range(1, M))
-        self.layers_up = nn.ModuleList(blocks(d, n, dpr_dec[sum(depths_decoder[:i]):]) for i, (d, n) in enumerate(zip(dd, depths_decoder)))
+        self.layers_up = nn.ModuleList(
+            blocks(d, n, dpr_dec[sum(depths_decoder[:i]):]) for i, (d, n) in enumerate(zip(dd, depths_decoder))
+        )
         self.final_up = PatchExpand2D(dd[-1], dd[-1] // patch_size, scale=patch_size)
         self.final_conv = nn.Conv2d(dd[-1] // patch_size, out_channels, 1)
         self.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(m):
-        "The official init: Linear weights trunc-normal(0.02), biases 0; LayerNorm 1/0 (SS2D's stacked SSM parameters untouched)."
+        """The official init: Linear weights trunc-normal(0.02), biases 0; LayerNorm 1/0 (SS2D's stacked SSM parameters
+        untouched)."""
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=.02)
             if m.bias is not None: nn.init.zeros_(m.bias)
@@ -240,7 +249,8 @@ PRESETS: dict[str, dict] = {
     # VM-UNet's shipped ISIC config (JCruan519/VM-UNet; DSVM-UNet Table 4: 27.42 M): 27,427,561 parameters
     "paper": dict(spatial_dims=2, in_channels=3, out_channels=1, dims=(96, 192, 384, 768), depths=(2, 2, 2, 2),
                   depths_decoder=(2, 2, 2, 1), d_state=16, drop_path=0.2),
-    # CPU demos and `make run`: the paper's depths at a third of the width (not VMamba-S, which is the 96-wide paper preset)
+    # CPU demos and `make run`: the paper's depths at a third of the width
+    # (not VMamba-S, which is the 96-wide paper preset)
     "small": dict(dims=(32, 64, 128, 256), depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2, 1), d_state=16, drop_path=0.1),
     # for tests: four levels, one block each, narrow
     "tiny": dict(dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), depths_decoder=(1, 1, 1, 1), d_state=4, drop_path=0.1),
@@ -259,7 +269,10 @@ def build(spatial_dims:int=2, # must be 2
           backend:str='auto', # selective_scan backend
          ) -> VMUNet:
     "Registry entry point: a `VMUNet` from keyword arguments (what `build_model('vmunet', ...)` calls)."
-    return VMUNet(spatial_dims, in_channels, out_channels, dims, depths, depths_decoder, d_state, drop_path, patch_size, pad, backend)
+    return VMUNet(
+        spatial_dims, in_channels, out_channels, dims, depths, depths_decoder, d_state, drop_path, patch_size, pad,
+        backend,
+    )
 
 # %% ../../nbs/14_vmunet.ipynb #9eda0bc8
 import re
@@ -271,24 +284,33 @@ _DISTILL_HEADS = ('proj_distill.', 'prog_distill.')
 
 def vmamba_key(key:str, # one parameter name of an official VMamba (v0) / VM-UNet checkpoint, prefixes stripped
               ) -> str|None: # the name in `VMUNet`, or None (classifier `head.*` / `norm.*`, unknown names)
-    "Map one VMamba / VM-UNet parameter name onto `VMUNet`'s (`layers.0.blocks.1.ln_1.weight` -> `layers.0.1.ln_1.weight`)."
+    """Map one VMamba / VM-UNet parameter name onto `VMUNet`'s (`layers.0.blocks.1.ln_1.weight` ->
+    `layers.0.1.ln_1.weight`)."""
     if re.match(r'(patch_embed\.(proj|norm)|final_up\.(expand|norm)|final_conv)\.', key): return key
     if m := re.fullmatch(r'(layers|layers_up)\.(\d+)\.blocks\.(\d+)\.(.+)', key): return f"{m[1]}.{m[2]}.{m[3]}.{m[4]}"
     if m := re.fullmatch(r'layers\.(\d+)\.downsample\.(.+)', key): return f"downsamples.{m[1]}.{m[2]}"
-    if (m := re.fullmatch(r'layers_up\.(\d+)\.upsample\.(.+)', key)) and int(m[1]) > 0: return f"upsamples.{int(m[1]) - 1}.{m[2]}"
+    if (m := re.fullmatch(r'layers_up\.(\d+)\.upsample\.(.+)', key)) and int(m[1]) > 0:
+        return f"upsamples.{int(m[1]) - 1}.{m[2]}"
     return None
 
+# %% ../../nbs/14_vmunet.ipynb #d904519c
 def _read_vmamba(path:Path) -> dict:
     "The (unwrapped, prefix-stripped) state dict of a local checkpoint file."
     if not path.is_file():
-        raise FileNotFoundError(f"VMamba / VM-UNet checkpoint {path} does not exist. Pretrained weights cannot be downloaded "
-                                "here: copy the file (e.g. VMamba-S `vmamba_small_e238_ema.pth`) to that path, or train from scratch.")
-    try: obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise ValueError(f"cannot read {path} as a torch checkpoint (weights_only=True): {e}") from e
+        raise FileNotFoundError(
+            f"VMamba / VM-UNet checkpoint {path} does not exist. Pretrained weights cannot be downloaded "
+            "here: copy the file (e.g. VMamba-S `vmamba_small_e238_ema.pth`) to that path, or train from scratch."
+        )
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot read {path} as a torch checkpoint (weights_only=True): {e}") from e
     for k in _VMAMBA_WRAPPERS:
         if isinstance(obj, dict) and isinstance(obj.get(k), dict): obj = obj[k]; break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} holds no state dict (expected name -> tensor, bare or under one of {_VMAMBA_WRAPPERS})")
+        raise ValueError(
+            f"{path} holds no state dict (expected name -> tensor, bare or under one of {_VMAMBA_WRAPPERS})"
+        )
     out = {}
     for k, v in obj.items():
         for p in _VMAMBA_PREFIXES:
@@ -300,20 +322,23 @@ def _few(keys, n=6):
     keys = list(keys)
     return ', '.join(keys[:n]) + (f' … ({len(keys)} in all)' if len(keys) > n else '')
 
-def load_vmamba_checkpoint(model:VMUNet, # a VMUNet or DSVMUNet, initialised in place
-                           path, # local .pth/.pt: VMamba(-S) ImageNet weights or an official VM-UNet checkpoint
-                           strict:bool=False, # True: every checkpoint tensor used and every model tensor (but distillation heads) filled
-                           decoder:bool=True, # fill the decoder too: from the checkpoint's `layers_up`, else mirrored from its encoder
-                           adapt_in_channels:bool=True, # 3-channel patch embedding -> 1-channel model: sum the kernel over RGB
-                           save_to=None, # also write the loaded tensors, under our names, to this file (for TrainConfig.init_checkpoint)
-                          ) -> dict:
+# %% ../../nbs/14_vmunet.ipynb #e9d52921
+def load_vmamba_checkpoint(
+    model:VMUNet, # a VMUNet or DSVMUNet, initialised in place
+    path, # local .pth/.pt: VMamba(-S) ImageNet weights or an official VM-UNet checkpoint
+    strict:bool=False, # True: every checkpoint tensor used and every model tensor (but distillation heads) filled
+    decoder:bool=True, # fill the decoder too: from the checkpoint's `layers_up`, else mirrored from its encoder
+    adapt_in_channels:bool=True, # 3-channel patch embedding -> 1-channel model: sum the kernel over RGB
+    save_to=None, # also write the loaded tensors, under our names, to this file (for TrainConfig.init_checkpoint)
+) -> dict:
     """Initialise a `VMUNet` / `DSVMUNet` from a local VMamba (v0) or official VM-UNet checkpoint, mapping key names.
     Returns `{'loaded', 'missing', 'unused', 'mismatched', 'decoder', 'adapted'}`: our keys filled, our keys left as
     initialised (distillation heads excluded), checkpoint keys that filled nothing, `'name (file shape) vs model shape'`
     entries, the decoder's source ('checkpoint' | 'mirrored' | 'not loaded'), adapted keys.
     Raises: FileNotFoundError (missing file), TypeError (not a VMUNet), ValueError (unreadable file, nothing fits, or
     with `strict` any key that does not fit)."""
-    if not any(c.__name__ == 'VMUNet' for c in type(model).__mro__):   # by name: survives a re-run of this notebook's class cell
+    # by name: survives a re-run of this notebook's class cell
+    if not any(c.__name__ == 'VMUNet' for c in type(model).__mro__):
         raise TypeError(f"load_vmamba_checkpoint needs a VMUNet or DSVMUNet, got {type(model).__name__}")
     path = Path(path)
     sd, own = _read_vmamba(path), model.state_dict()
@@ -335,7 +360,9 @@ def load_vmamba_checkpoint(model:VMUNet, # a VMUNet or DSVMUNet, initialised in 
             if (adapt_in_channels and t == 'patch_embed.proj.weight' and v.ndim == 4 and v.shape[1] == 3
                     and own[t].shape[1] == 1 and v.shape[:1] + v.shape[2:] == own[t].shape[:1] + own[t].shape[2:]):
                 v = v.sum(1, keepdim=True); adapted.append(t)
-            if v.shape != own[t].shape: mismatched.append(f"{k} {tuple(v.shape)} vs model {t} {tuple(own[t].shape)}"); continue
+            if v.shape != own[t].shape:
+                mismatched.append(f"{k} {tuple(v.shape)} vs model {t} {tuple(own[t].shape)}")
+                continue
             new[t] = v.to(own[t].dtype); used.add(k)
     unused = [k for k in sd if k not in used and not any(m.startswith(k + ' ') for m in mismatched)]
     missing = [k for k in own if k not in new and not k.startswith(_DISTILL_HEADS)]
@@ -344,9 +371,12 @@ def load_vmamba_checkpoint(model:VMUNet, # a VMUNet or DSVMUNet, initialised in 
     problems = [f"{len(v)} {what}: {_few(v)}" for what, v in (('model keys not in the file', missing),
                 ('file keys with no place in the model', unused), ('shape mismatches', mismatched)) if v]
     if not new:
-        raise ValueError(f"nothing in {path} fits {type(model).__name__} (0 of {len(own)} tensors): expected VMamba v0 / VM-UNet names "
-                         f"such as 'patch_embed.proj.weight', 'layers.0.blocks.0.self_attention.in_proj.weight'; the file has "
-                         f"{_few(sd)}" + (f"; {'; '.join(problems[1:])}" if problems[1:] else ''))
+        raise ValueError(
+            f"nothing in {path} fits {type(model).__name__} (0 of {len(own)} tensors): expected VMamba v0 / VM-UNet "
+            "names "
+            f"such as 'patch_embed.proj.weight', 'layers.0.blocks.0.self_attention.in_proj.weight'; the file has "
+            f"{_few(sd)}" + (f"; {'; '.join(problems[1:])}" if problems[1:] else '')
+        )
     if strict and problems:
         raise ValueError(f"{path} does not fit {type(model).__name__} exactly ({len(new)} of {len(own)} tensors fit): "
                          + '; '.join(problems) + " (strict=False loads the tensors that fit)")

@@ -199,7 +199,8 @@ class TrainConfig:
         self.model_kwargs = _json_values('model_kwargs', self.model_kwargs)
         self.data_kwargs = _json_values('data_kwargs', self.data_kwargs)
         self.loss_kwargs = _json_values('loss_kwargs', self.loss_kwargs)
-        if self.name is None: self.name = '-'.join(str(p) for p in (self.model, self.preset, data_label(self.data)) if p)
+        if self.name is None:
+            self.name = '-'.join(str(p) for p in (self.model, self.preset, data_label(self.data)) if p)
         _check_values(self)
         return self
 
@@ -239,7 +240,8 @@ def _check_data(cfg):
         raise ValueError(f"fold must be a non-negative integer (nnU-Net's folds 0-4) or 'all', got {cfg.fold!r}")
     if not cfg.data: raise ValueError("data must name a data set (a bundled name, a card name or a folder), got ''")
     if cfg.data in DATASETS:
-        if cfg.data_root is not None: raise ValueError(f"data_root is for data cards; {cfg.data!r} is bundled: drop data_root")
+        if cfg.data_root is not None:
+            raise ValueError(f"data_root is for data cards; {cfg.data!r} is bundled: drop data_root")
         return
     from medseg_lab.data import load_card, list_cards
     try: card = load_card(cfg.data) if not _is_path_like(cfg.data) else None
@@ -250,10 +252,13 @@ def _check_data(cfg):
                              f"({card['source']['url']})")
         return
     if not _is_path_like(cfg.data):
-        raise ValueError(f"Unknown data {cfg.data!r}; valid: a bundled data set ({', '.join(DATASETS)}), a data card "
-                         f"({', '.join(list_cards())}) with data_root=, or a data set folder (nnU-Net v2 raw, Decathlon, "
-                         "2D images + masks)")
-    if cfg.data_root is not None: raise ValueError(f"data_root is for data cards; data={cfg.data!r} is already a folder")
+        raise ValueError(
+            f"Unknown data {cfg.data!r}; valid: a bundled data set ({', '.join(DATASETS)}), a data card "
+            f"({', '.join(list_cards())}) with data_root=, or a data set folder (nnU-Net v2 raw, Decathlon, "
+            "2D images + masks)"
+        )
+    if cfg.data_root is not None:
+        raise ValueError(f"data_root is for data cards; data={cfg.data!r} is already a folder")
 
 # %% ../../nbs/30_train.ipynb #1392ff0e
 TRAIN_PRESETS: dict[str, dict] = {

@@ -43,12 +43,16 @@ def _summarise(values:dict, case_names:list) -> dict:
     return dict(n_cases=len(case_names), per_case=per_case, mean=mean, nan_count=nan_count)
 
 def _score(preds, targets, metric_fns, num_classes, class_names, spacing, include_background):
-    "`{'metric/class': (N, C') array}` for lists of label maps (each `(*S)`); `spacing`: one, or a list of one per case."
+    """`{'metric/class': (N, C') array}` for lists of label maps (each `(*S)`); `spacing`: one, or a list of one per
+    case."""
     per_case = isinstance(spacing, list) and len(spacing) == len(preds) and len({tuple(s) for s in spacing}) > 1
     if isinstance(spacing, list) and not per_case: spacing = spacing[0] if spacing else None
     out, same = {}, len({tuple(p.shape) for p in preds}) == 1 and not per_case
-    chunks = [(torch.stack(preds[i:i + 16]), torch.stack(targets[i:i + 16]), spacing) for i in range(0, len(preds), 16)] \
-        if same else [(p[None], t[None], spacing[k] if per_case else spacing) for k, (p, t) in enumerate(zip(preds, targets))]
+    chunks = (
+        [(torch.stack(preds[i : i + 16]), torch.stack(targets[i : i + 16]), spacing) for i in range(0, len(preds), 16)]
+        if same
+        else [(p[None], t[None], spacing[k] if per_case else spacing) for k, (p, t) in enumerate(zip(preds, targets))]
+    )
     onehot = lambda a: F.one_hot(a.long(), num_classes).movedim(-1, 1).to(torch.uint8)   # unambiguous (B, C, *S)
     for m, fn in metric_fns.items():
         vals = torch.cat([fn(onehot(p), onehot(t), include_background=include_background,

@@ -79,7 +79,8 @@ def _write_json(path, obj): atomic_write_text(path, json.dumps(_jsonable(obj), i
 
 # %% ../../nbs/30b_train.loop.ipynb #3883db88
 def build_data(cfg:TrainConfig) -> dict:
-    "`{'train', 'val', 'test'}` data sets for `cfg.data` (`cfg.data_kwargs` passed on); data on disk: `30e_train.files`."
+    """`{'train', 'val', 'test'}` data sets for `cfg.data` (`cfg.data_kwargs` passed on); data on disk:
+    `30e_train.files`."""
     if cfg.data not in DATASETS:   # a card with data_root, or a data set folder
         from medseg_lab.train.files import _file_data
         return _file_data(cfg)
@@ -377,7 +378,8 @@ def _diverged(s:_Session, epoch:int, it:int, value:float) -> FloatingPointError:
                               f"{clip} or add warmup")
 
 def _epoch_batches(s:_Session, epoch:int):
-    "The `(x, y)` batches of one epoch on the device, a function of `(seed, epoch)` alone (data on disk: patch batches)."
+    """The `(x, y)` batches of one epoch on the device, a function of `(seed, epoch)` alone (data on disk: patch
+    batches)."""
     cfg = s.cfg
     if hasattr(s.data['train'], 'arrays'):
         from medseg_lab.train.files import _patch_batches

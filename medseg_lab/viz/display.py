@@ -169,6 +169,7 @@ def _build_viewer(img, lab, pred, names, spacing, ndisplay, layout, rendering, a
     _set_view(viewer, angles)
     return viewer
 
+# %% ../../nbs/40a_viz.display.ipynb #21fdfd35
 def _camera(viewer):
     scene = getattr(viewer, 'scene', None)     # napari >= 0.9: viewer.scene.camera; older: viewer.camera
     return scene.camera if scene is not None and hasattr(scene, 'camera') else viewer.camera
