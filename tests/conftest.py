@@ -1,10 +1,18 @@
 """Shared pytest fixtures for medseg_lab."""
-import os
+import importlib.util, os, sys
 from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
+
+def load_script(relpath: str, name: str):
+    "The repository's script at `relpath` (e.g. 'benchmarks/memory.py') imported as module `name`."
+    spec = importlib.util.spec_from_file_location(name, REPO / relpath)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod                          # dataclasses in the script look their module up
+    spec.loader.exec_module(mod)
+    return mod
 
 @pytest.fixture(scope="session")
 def repo() -> Path:

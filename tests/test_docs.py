@@ -7,6 +7,7 @@ import os, shutil, subprocess, sys, json
 from pathlib import Path
 from urllib.parse import urlsplit, unquote
 import pytest
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 PY = REPO / ".venv" / "bin" / "python"
@@ -80,9 +81,7 @@ def _pages(site):
 
 def test_every_notebook_and_module_has_a_page(site):
     pages = _pages(site)
-    from importlib.util import spec_from_file_location, module_from_spec
-    spec = spec_from_file_location("nbexec", REPO / "scripts/nbexec.py"); nbexec = module_from_spec(spec)
-    spec.loader.exec_module(nbexec)
+    nbexec = load_script("scripts/nbexec.py", "nbexec")
     docs = {p["doc"] for p in pages}
     for nb in nbexec.all_notebooks(): assert nb.relative_to(REPO / "nbs").with_suffix("").as_posix() in docs, nb
     for p in pages: assert (site / f"{p['doc']}.html").is_file(), p

@@ -7,12 +7,11 @@ The configurations and floors come from `nbs/results/learning_floors.json`, writ
 exists only where every calibration seed learnt both classes. The runs are single-threaded on CPU with a pinned seed,
 so they are deterministic on a given machine; another CPU rounds differently, which the margin over seeds covers.
 """
-import importlib.util
 import statistics
 import warnings
-from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from medseg_lab.models import MODELS
 from medseg_lab.results import load_results
@@ -27,11 +26,7 @@ FAMILIES = sorted(MODELS)
 
 def _benchmark():
     "benchmarks/learning_floors.py as a module (it holds the configurations the floors were measured for)."
-    path = Path(__file__).resolve().parents[1] / 'benchmarks' / 'learning_floors.py'
-    spec = importlib.util.spec_from_file_location('learning_floors', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script('benchmarks/learning_floors.py', 'learning_floors')
 
 
 def _entry(family) -> dict:

@@ -4,19 +4,15 @@
 MM-UNet paper preset runs inference on a 64^3 patch within `README_CLAIMS['mmunet-paper-64-infer']` GiB. CI measures it
 here, in a subprocess, exactly as the benchmark does.
 """
-import importlib.util, sys
 from pathlib import Path
 import pytest
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("memory_bench", REPO / "benchmarks" / "memory.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod                     # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/memory.py", "memory_bench")
 
 
 def test_probe_sees_the_activations():

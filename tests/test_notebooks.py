@@ -1,13 +1,13 @@
 """The committed notebooks as a reader sees them: executed outputs that are fresh (`make execute` recorded the hash of
 the code that produced them), small enough for the repository page, without embedded JavaScript, and kept by
 `nbdev_clean`."""
-import copy, importlib.util, json, os, subprocess, sys
+import copy, json, os, subprocess, sys
 from pathlib import Path
 import pytest
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("nbexec", REPO / "scripts" / "nbexec.py")
-nbexec = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(nbexec)
+nbexec = load_script("scripts/nbexec.py", "nbexec")
 NOTEBOOKS = nbexec.all_notebooks()
 MAX_NBS_BYTES = 25 * 2**20
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="  # 1x1
