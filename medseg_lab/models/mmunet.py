@@ -194,7 +194,8 @@ class MMUNet(nn.Module):
     """MM-UNet (Meta Mamba UNet, Fig. 1a): an nnU-Net-like U-Net, 2D or 3D, whose encoder,
     bottleneck and decoder blocks are interchangeable meta-blocks. The defaults are the paper's model: nnU-Net's
     widths, hybrid_in encoder and bottleneck, conv decoder, BiScan B2, instance norm and leaky ReLU as nnU-Net.
-    The input is halved len(features)-1 times. `axes` tells every MetaSSM's scan what the stored axes are, so that
+    The full-resolution level is the stem (two convs, §3.3), every encoder stage starts with a downsampling layer;
+    the input is halved len(features)-1 times. `axes` tells every MetaSSM's scan what the stored axes are, so that
     DHW and the 2D scan mean what Table 1 means (e.g. 'WHD' for volumes stored (X, Y, Z) with Z axial).
 
     Raises:
@@ -250,10 +251,11 @@ class MMUNet(nn.Module):
                 *(MetaBlock(sd, cin if i == 0 else cout, cout, kind, norm, act, **ssm) for i in range(nb))
             )
         conv, up = get_conv(sd), get_conv_transpose(sd)
-        self.stem = ConvNormAct(sd, in_channels, f[0], 3, norm, act)
+        self.stem = nn.Sequential(ConvNormAct(sd, in_channels, f[0], 3, norm, act),      # level 0, full resolution
+                                  ConvNormAct(sd, f[0], f[0], 3, norm, act))
         self.down = nn.ModuleList(nn.Sequential(conv(f[i], f[i + 1], 2, stride=2), get_norm(norm, sd, f[i + 1]))
                                   for i in range(len(f) - 1))
-        self.encoder = nn.ModuleList(stage(encoder_block, c, c) for c in f[:-1])       # EncMetaBlocks, levels 0..L-2
+        self.encoder = nn.ModuleList(stage(encoder_block, c, c) for c in f[1:-1])      # EncMetaBlocks, levels 1..L-2
         self.bottleneck = stage(bottleneck_block, f[-1], f[-1])                         # MetaBlock, level L-1
         self.up = nn.ModuleList(up(f[i + 1], f[i], 2, stride=2) for i in range(len(f) - 1))
         self.decoder = nn.ModuleList(stage(decoder_block, 2 * c, c) for c in f[:-1])   # DecMetaBlocks, levels 0..L-2
@@ -273,9 +275,10 @@ class MMUNet(nn.Module):
                 f"where instance norm is undefined: make one spatial size larger than {self.divisor} "
                 "(or use fewer levels)"
             )
-        h, skips = self.stem(x), []
-        for lvl, enc in enumerate(self.encoder):
-            h = enc(h if lvl == 0 else self.down[lvl - 1](h))
+        h = self.stem(x)
+        skips = [h]                                                     # level 0: the stem's features
+        for down, enc in zip(self.down, self.encoder):
+            h = enc(down(h))
             skips.append(h)
         h = self.bottleneck(self.down[-1](h))
         feats, decs = [*skips, h], {}
