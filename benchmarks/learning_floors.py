@@ -56,8 +56,8 @@ FAMILIES = {
     # its decoder is a linear read-out of the encoder's skips: white matter separates later than in UNet (at 100
     # steps one seed in five was at white-matter Dice 0.49, the others at 0.83-0.89)
     'cnmunet': dict(model='cnmunet', preset='tiny', iters_per_epoch=150),
-    # the slowest step of all (~4x UNet's at the same batch): half the batch and 60 steps
-    'mmunet': dict(model='mmunet', preset='tiny', batch_size=4, iters_per_epoch=60),
+    # its MetaSSMs run at 1/2 resolution and below (the stem holds the full-resolution level, §3.3)
+    'mmunet': dict(model='mmunet', preset='tiny', iters_per_epoch=80),
     # the tiny VM-UNet presets end in LayerNorm over dims[0] / patch_size = 2 channels at full resolution, which leaves
     # one feature per pixel (the two normalised channels are each other's negative): grey matter, the middle class,
     # is then never predicted. dims[0] = 16 gives 4 channels there.
