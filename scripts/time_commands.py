@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WHAT = {'setup': 'creates .venv (PyTorch CPU build, the package, dev tools, the Jupyter kernel)',
         'test': 'check-export, nbdev_test over every notebook, pytest',
-        'run': 'train_eval (UNet baseline on mni152_tissue), then the model zoo on mni152_lesions'}
+        'run': 'train_eval (UNet baseline on mni152_tissue), then the model zoo on mni152_tissue'}
 
 
 def main(argv=None) -> int:
