@@ -99,12 +99,14 @@ def _reverse_flags(reverse, B, C):
         raise ValueError(f"reverse needs one boolean per B/C group ({groups}), got {reverse!r}")
     return tuple(bool(f) for f in flags) if any(flags) else None
 
-def _flip_groups(t, flags):
-    "Flip the time axis of the flagged groups: (batch, dim, length) by channel group, (batch, groups, n, length)."
+def _flip_groups(t, flags, bc=False):
+    """Flip the time axis of the flagged groups: (batch, dim, length) by channel group, (batch, groups, n, length).
+    With `bc`, `t` is B or C: a shared (batch, n, length) one serves every group, so it becomes one per group."""
     if t is None or flags is None or t.ndim == 2: return t                  # (dim, n): no time axis
     g = len(flags)
     mask = torch.tensor(flags, device=t.device)
     if t.ndim == 3 and g == 1: return t.flip(-1)                             # one group: the whole tensor
+    if bc and t.ndim == 3: t = t[:, None].expand(t.shape[0], g, *t.shape[1:])   # flipped for some groups only
     tg = t if t.ndim == 4 else t.reshape(t.shape[0], g, t.shape[1] // g, t.shape[-1])   # no -1: batch 0 is valid here
     return torch.where(mask[None, :, None, None], tg.flip(-1), tg).reshape(t.shape)
 
@@ -133,8 +135,8 @@ def selective_scan_reference(u:torch.Tensor, # input (batch, dim, length)
     "Sequential selective scan (mamba-ssm conventions): the oracle every faster scan is tested against."
     b, d, l, n, groups = _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
     if (flags := _reverse_flags(reverse, B, C)) is not None:                # the definition: flip, scan, flip back
-        f = lambda t: _flip_groups(t, flags)
-        out = selective_scan_reference(f(u), f(delta), A, f(B), f(C), D, f(z), delta_bias, delta_softplus, True)
+        f, fb = lambda t: _flip_groups(t, flags), lambda t: _flip_groups(t, flags, bc=True)
+        out = selective_scan_reference(f(u), f(delta), A, fb(B), fb(C), D, f(z), delta_bias, delta_softplus, True)
         return (f(out[0]), out[1]) if return_last_state else f(out[0])
     dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
     dt, x, Ag, Bg, Cg = _grouped(b, d, l, groups, dtype, u, delta, A, B, C, delta_bias, delta_softplus)
@@ -312,8 +314,8 @@ def selective_scan(u:torch.Tensor, # input (batch, dim, length)
         if ssm_cpu.cpu_kernel(build=u.numel() * A.shape[1] >= ssm_cpu.CPU_KERNEL_MIN_SIZE) is not None:
             return ssm_cpu.selective_scan_cpu(*args, reverse=flags)
     if flags is not None:                                   # other paths: flip the reversed groups, scan, flip back
-        f = lambda t: _flip_groups(t, flags)
-        y, h = selective_scan(f(u), f(delta), A, f(B), f(C), D, f(z), delta_bias, delta_softplus, True,
+        f, fb = lambda t: _flip_groups(t, flags), lambda t: _flip_groups(t, flags, bc=True)
+        y, h = selective_scan(f(u), f(delta), A, fb(B), fb(C), D, f(z), delta_bias, delta_softplus, True,
                               backend=backend, chunk_size=chunk_size, block_elements=block_elements)
         return (f(y), h) if return_last_state else f(y)
     fn = mamba_selective_scan_fn() if backend in ('auto', 'cuda') else None

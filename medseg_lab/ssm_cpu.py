@@ -64,9 +64,9 @@ static inline void prep_delta(const T* __restrict dl, T bias, bool softplus, boo
 
 template <typename T> static inline T _sigmoid(T z) { return T(1) / (T(1) + std::exp(-z)); }
 
-// One time step over the states: h_out = exp(dt A) h_in + dt u B (h_out may alias h_in); returns C . h_out.
-// STORE also keeps a = exp(dt A), which the backward pass reuses.
-template <typename T, int NS, bool STORE>
+// One time step over the states: h_out = exp(dt A) h_in + dt u B (h_out may alias h_in); returns C . h_out (0 if
+// not OUT). STORE also keeps a = exp(dt A), which the backward pass reuses.
+template <typename T, int NS, bool STORE, bool OUT = true>
 static inline T step(const T* hi, T* ho, T* __restrict ap, const T* __restrict Ar, const T* __restrict Bt,
                      const T* __restrict Ct, T dt, T du, int64_t n_) {
   const int64_t n = NS > 0 ? NS : n_;
@@ -77,15 +77,56 @@ static inline T step(const T* hi, T* ho, T* __restrict ap, const T* __restrict A
     const T hk = a * hi[k] + du * Bt[k];
     ho[k] = hk;
     if (STORE) ap[k] = a;
-    acc += hk * Ct[k];
+    if (OUT) acc += hk * Ct[k];
   }
   return acc;
 }
 
-// B and C are flat; element (batch bi, channel di, time t, state k) lies at bi*sb + (di / cpg)*sg + t*st + k.
+// B and C are read where they lie: element (batch bi, channel di, time t, state k) at bi*sb + (di / cpg)*sg + t*st
+// + k*sk (st = 0: constant in time; sb = 0: no batch axis). Their gradients are written into dense (batch, group)
+// slots of (st ? L : 1) * n values, step t's state k at t*ost + k*osk: time-major (n, 1) or channel-major (1, L).
 // A reversed row walks its time steps from L - 1 down to 0 (`Rev`: which rows; the output stays in time order).
-struct Layout { int64_t cpg, sb, sg, st; };  // channels per group; batch, group and time strides
-static inline Layout layout(const std::vector<int64_t>& s) { return {s[0], s[1], s[2], s[3]}; }
+struct Layout { int64_t cpg, sb, sg, st, sk, ost, osk; };  // channels per group; strides in; strides of the gradient
+static inline Layout layout(const std::vector<int64_t>& s) { return {s[0], s[1], s[2], s[3], s[4], s[5], s[6]}; }
+static inline bool copied(const Layout& l) { return l.st != 0 && l.sk != 1; }   // states not contiguous: tiled
+
+// B or C for the steps [ta, ta + m) of one (batch, group) slot, with step t's n states contiguous at at(t): the tensor
+// itself where its states are contiguous (time-major, or constant in time), else a time-major copy in `buf`, made
+// once for every row that reads this slot in this chunk (a channel-major (b, n, L) B needs no transposed copy).
+template <typename T> struct Tile {
+  const T* src = nullptr; const T* p = nullptr; int64_t ta = 0, ts = 0;
+  void load(const T* base, const Layout& l, int64_t ta_, int64_t m, int64_t n, T* buf) {
+    if (!copied(l)) { p = base + ta_ * l.st; ts = l.st; ta = ta_; return; }
+    if (base == src && ta_ == ta) return;
+    for (int64_t k = 0; k < n; ++k) {
+      const T* q = base + k * l.sk + ta_ * l.st;
+      for (int64_t j = 0; j < m; ++j) buf[j * n + k] = q[j * l.st];
+    }
+    src = base; p = buf; ta = ta_; ts = n;
+  }
+  const T* at(int64_t t) const { return p + (t - ta) * ts; }
+};
+
+// The gradient of B or C for the steps [ta, ta + m) of one slot, summed over the rows that read it in this chunk
+// (time-major, in cache), then added to the slot in its layout. The sums run in row order, as without the tile.
+template <typename T> struct GradTile {
+  T* dst = nullptr; int64_t ta = 0, m = 0, n = 0, ost = 0, osk = 0; std::vector<T> g;
+  GradTile(int64_t T_, int64_t n_, const Layout& l) : n(n_), ost(l.ost), osk(l.osk), g(T_ * n_) {}
+  T* use(T* slot, int64_t ta_, int64_t m_) {              // the tile of this slot and chunk, flushing any other
+    if (slot != dst || ta_ != ta) {
+      flush(); dst = slot; ta = ta_; m = m_;
+      std::fill(g.begin(), g.begin() + m * n, T(0));
+    }
+    return g.data();
+  }
+  T* at(int64_t t) { return g.data() + (t - ta) * n; }
+  void flush() {
+    if (!dst) return;
+    for (int64_t j = 0; j < m; ++j)
+      for (int64_t k = 0; k < n; ++k) dst[(ta + j) * ost + k * osk] += g[j * n + k];
+    dst = nullptr;
+  }
+};
 struct Rev {
   const int64_t* flags; int64_t cpg;      // one flag per group of cpg channels; flags == nullptr: none reversed
   bool operator()(int64_t di) const { return flags && flags[di / cpg]; }
@@ -104,30 +145,50 @@ static void fwd_rows(int64_t r0, int64_t r1, int64_t d, int64_t L, int64_t n_, i
     const T* bias, bool softplus, const T* A, const T* B, Layout bl, const T* C, Layout cl, const T* D, const T* z,
     Rev rv, T* y, T* hl, T* states) {
   const int64_t n = NS > 0 ? NS : n_, nc = (L + T_ - 1) / T_;
-  std::vector<T> h(n), dtb(T_);
-  for (int64_t r = r0; r < r1; ++r) {              // one (batch, channel) row at a time
-    const int64_t bi = r / d, di = r % d;
-    const T* ur = u + r * L; const T* zr = z ? z + r * L : nullptr; T* yr = y + r * L;
-    const T* Ar = A + di * n;
-    const T* Bp = B + bi * bl.sb + (di / bl.cpg) * bl.sg;
-    const T* Cp = C + bi * cl.sb + (di / cl.cpg) * cl.sg;
-    const T Dd = D ? D[di] : T(0), bd = bias ? bias[di] : T(0);
-    const bool rev = rv(di);
-    T* hp = h.data();
-    std::fill(h.begin(), h.end(), T(0));
-    for (int64_t c = 0; c < nc; ++c) {
-      const int64_t t0 = c * T_, m = std::min(T_, L - t0);
-      if (states) std::memcpy(states + (r * nc + c) * n, hp, n * sizeof(T));   // the state entering chunk c
-      prep_delta<T, false>(dl + r * L + (rev ? L - t0 - m : t0), bd, softplus, rev, m, dtb.data(), nullptr);
-      for (int64_t j = 0; j < m; ++j) {
-        const int64_t t = rev ? L - 1 - t0 - j : t0 + j;
-        T acc = step<T, NS, false>(hp, hp, nullptr, Ar, Bp + t * bl.st, Cp + t * cl.st, dtb[j], dtb[j] * ur[t], n);
-        if (D) acc += Dd * ur[t];
-        if (zr) acc *= zr[t] * _sigmoid(zr[t]);
-        yr[t] = acc;
+  // A copied tile spans SC chunks (about 1024 steps: B and C tiles stay in L2); without copies, the whole row.
+  const int64_t SC = copied(bl) || copied(cl) ? std::max<int64_t>(1, 1024 / T_) : nc;
+  const int64_t tile = std::min(L, SC * T_) * n;
+  std::vector<T> hs, dtb(T_), bbuf(copied(bl) ? tile : 0), cbuf(copied(cl) ? tile : 0);
+  // rows that read the same B and C tiles (same direction; same slot where a tile is a copy) form a run, which walks
+  // its tiles in order, every row of the run through each tile, so that a copied tile is made once per run
+  const auto joins = [&](int64_t r, int64_t s) {
+    const int64_t dr = r % d, ds = s % d;
+    if (rv(dr) != rv(ds)) return false;
+    for (const Layout* l : {&bl, &cl})
+      if (copied(*l) && (r / d != s / d || dr / l->cpg != ds / l->cpg)) return false;
+    return s - r < 256;
+  };
+  for (int64_t s0 = r0, s1; s0 < r1; s0 = s1) {
+    for (s1 = s0 + 1; s1 < r1 && joins(s0, s1); ++s1) {}
+    hs.assign((s1 - s0) * n, T(0));
+    Tile<T> tb, tc;
+    for (int64_t c0 = 0; c0 < nc; c0 += SC) {      // the run's tiles, each over chunks [c0, c1)
+      const int64_t c1 = std::min(nc, c0 + SC), ms = std::min(L, c1 * T_) - c0 * T_;
+      for (int64_t r = s0; r < s1; ++r) {          // one (batch, channel) row at a time
+        const int64_t bi = r / d, di = r % d;
+        const T* ur = u + r * L; const T* zr = z ? z + r * L : nullptr; T* yr = y + r * L;
+        const T* Ar = A + di * n;
+        const T Dd = D ? D[di] : T(0), bd = bias ? bias[di] : T(0);
+        const bool rev = rv(di);
+        const int64_t ta = rev ? L - c0 * T_ - ms : c0 * T_;   // the tile's first step in time order
+        tb.load(B + bi * bl.sb + (di / bl.cpg) * bl.sg, bl, ta, ms, n, bbuf.data());
+        tc.load(C + bi * cl.sb + (di / cl.cpg) * cl.sg, cl, ta, ms, n, cbuf.data());
+        T* hp = hs.data() + (r - s0) * n;
+        for (int64_t c = c0; c < c1; ++c) {
+          const int64_t t0 = c * T_, m = std::min(T_, L - t0);
+          if (states) std::memcpy(states + (r * nc + c) * n, hp, n * sizeof(T));   // the state entering chunk c
+          prep_delta<T, false>(dl + r * L + (rev ? L - t0 - m : t0), bd, softplus, rev, m, dtb.data(), nullptr);
+          for (int64_t j = 0; j < m; ++j) {
+            const int64_t t = rev ? L - 1 - t0 - j : t0 + j;
+            T acc = step<T, NS, false>(hp, hp, nullptr, Ar, tb.at(t), tc.at(t), dtb[j], dtb[j] * ur[t], n);
+            if (D) acc += Dd * ur[t];
+            if (zr) acc *= zr[t] * _sigmoid(zr[t]);
+            yr[t] = acc;
+          }
+        }
       }
     }
-    std::memcpy(hl + r * n, hp, n * sizeof(T));
+    for (int64_t r = s0; r < s1; ++r) std::memcpy(hl + r * n, hs.data() + (r - s0) * n, n * sizeof(T));
   }
 }
 
@@ -183,6 +244,9 @@ static void bwd_unit(const Bwd<T>& w, int64_t bi, int64_t c0, int64_t c1) {
   const Layout bl = w.bl, cl = w.cl;
   const bool fixB = bl.st == 0, fixC = cl.st == 0;          // time-invariant B / C: sum over time per row
   std::vector<T> carry(nr * n), H((T_ + 1) * n), Ab(T_ * n), dtb(T_), sig(T_), yc(T_), gAc(n), tB(n), tC(n);
+  std::vector<T> bbuf(T_ * n), cbuf(T_ * n);
+  Tile<T> tb, tc;
+  GradTile<T> gbt(T_, n, bl), gct(T_, n, cl);
   std::vector<double> accA(nr * n, 0.), accB(nr * n, 0.), accC(nr * n, 0.), accD(nr, 0.), accb(nr, 0.);
   for (int64_t i = 0; i < nr; ++i)   // carry = a_{t+1} dL/dh_{t+1}; at t = L-1 it is dL/dh_L (the last state's grad)
     for (int64_t k = 0; k < n; ++k) carry[i * n + k] = w.ghl ? w.ghl[(bi * d + c0 + i) * n + k] : T(0);
@@ -192,19 +256,21 @@ static void bwd_unit(const Bwd<T>& w, int64_t bi, int64_t c0, int64_t c1) {
       const int64_t di = c0 + i, r = bi * d + di;
       const T* ur = w.u + r * L; const T* zr = w.z ? w.z + r * L : nullptr; const T* gyr = w.gy + r * L;
       const T* Ar = w.A + di * n;
-      const T* Bp = w.B + bi * bl.sb + (di / bl.cpg) * bl.sg;
-      const T* Cp = w.C + bi * cl.sb + (di / cl.cpg) * cl.sg;
-      T* PBr = w.PB + (bi * (d / bl.cpg) + di / bl.cpg) * w.pbl;
-      T* PCr = w.PC + (bi * (d / cl.cpg) + di / cl.cpg) * w.pcl;
       const T Dd = w.D ? w.D[di] : T(0), bd = w.bias ? w.bias[di] : T(0);
       const bool rev = w.rv(di);
+      const int64_t ta = rev ? L - t0 - m : t0;             // the chunk's first step in time order
       const auto tm = [&](int64_t j) { return rev ? L - 1 - t0 - j : t0 + j; };   // time of the chunk's j-th step
-      prep_delta<T, true>(w.dl + r * L + (rev ? L - t0 - m : t0), bd, w.softplus, rev, m, dtb.data(), sig.data());
+      tb.load(w.B + bi * bl.sb + (di / bl.cpg) * bl.sg, bl, ta, m, n, bbuf.data());
+      tc.load(w.C + bi * cl.sb + (di / cl.cpg) * cl.sg, cl, ta, m, n, cbuf.data());
+      if (!fixB) gbt.use(w.PB + (bi * (d / bl.cpg) + di / bl.cpg) * w.pbl, ta, m);
+      if (!fixC) gct.use(w.PC + (bi * (d / cl.cpg) + di / cl.cpg) * w.pcl, ta, m);
+      prep_delta<T, true>(w.dl + r * L + ta, bd, w.softplus, rev, m, dtb.data(), sig.data());
       std::memcpy(H.data(), w.states + (r * nc + c) * n, n * sizeof(T));      // H[j + 1] = h_{t0 + j}
-      for (int64_t j = 0; j < m; ++j) {
+      for (int64_t j = 0; j < m; ++j) {                    // C . h is needed only for the gate's gradient
         const int64_t t = tm(j);
-        yc[j] = step<T, NS, true>(H.data() + j * n, H.data() + (j + 1) * n, Ab.data() + j * n, Ar, Bp + t * bl.st,
-                                  Cp + t * cl.st, dtb[j], dtb[j] * ur[t], n);
+        T* hj = H.data() + j * n;
+        if (zr) yc[j] = step<T, NS, true>(hj, hj + n, Ab.data() + j * n, Ar, tb.at(t), tc.at(t), dtb[j], dtb[j] * ur[t], n);
+        else step<T, NS, true, false>(hj, hj + n, Ab.data() + j * n, Ar, tb.at(t), nullptr, dtb[j], dtb[j] * ur[t], n);
       }
       T* gh = carry.data() + i * n;
       T gD = 0, gb = 0;
@@ -220,9 +286,9 @@ static void bwd_unit(const Bwd<T>& w, int64_t bi, int64_t c0, int64_t c1) {
           gy *= zz * sz;
         }
         gD += gy * ut;
-        const T* Bt = Bp + t * bl.st; const T* Ct = Cp + t * cl.st;
-        T* gBt = fixB ? tB.data() : PBr + t * n;
-        T* gCt = fixC ? tC.data() : PCr + t * n;
+        const T* Bt = tb.at(t); const T* Ct = tc.at(t);
+        T* gBt = fixB ? tB.data() : gbt.at(t);
+        T* gCt = fixC ? tC.data() : gct.at(t);
         const T* hj = H.data() + (j + 1) * n; const T* hprev = H.data() + j * n; const T* aj = Ab.data() + j * n;
         T s1 = 0, s2 = 0;
 #pragma omp simd reduction(+:s1, s2)
@@ -249,6 +315,7 @@ static void bwd_unit(const Bwd<T>& w, int64_t bi, int64_t c0, int64_t c1) {
       accD[i] += gD; accb[i] += gb;
     }
   }
+  gbt.flush(); gct.flush();
   for (int64_t i = 0; i < nr; ++i) {
     const int64_t di = c0 + i, r = bi * d + di;
     for (int64_t k = 0; k < n; ++k) {
@@ -279,7 +346,7 @@ static void sum_parts(const T* p, int64_t parts, int64_t size, T* out) {
 // forward; rev: as in the forward. Units are (batch, group, channel slice): `slices` > 1 splits each group's
 // channels so that a small batch still gives every thread work; each slice has its own gB / gC partials, summed in
 // slice order afterwards.
-// Returns gu, gdelta, gz (empty without z), gA, gB, gC (flat, in B's / C's layout), gD and gbias (empty if absent).
+// Returns gu, gdelta, gz (empty without z), gA, gB, gC (flat, dense slots as in `Layout`), gD and gbias (empty if absent).
 std::vector<at::Tensor> selective_scan_bwd(at::Tensor u, at::Tensor delta, at::Tensor bias, bool softplus,
     at::Tensor A, at::Tensor B, std::vector<int64_t> bs, at::Tensor C, std::vector<int64_t> cs, at::Tensor D,
     at::Tensor z, std::vector<int64_t> rev, at::Tensor states, at::Tensor gy, at::Tensor ghl, int64_t chunk,
@@ -415,12 +482,24 @@ def cpu_kernel_status() -> str:
 
 # %% ../nbs/05b_ssm_cpu.ipynb #ea3a0544
 def _bc_kernel_layout(t, d, l, n, dtype):
-    "B or C for the kernel: time-major and contiguous, with strides (channels per group, batch, group, time)."
+    """B or C for the kernel, read in place: the tensor (cast to `dtype`, copied only if it has a broadcast axis) and
+    its layout (channels per group; batch, group, time and state strides; time and state strides of its gradient)."""
     t = t.to(dtype)
-    if t.ndim == 2: return t.contiguous(), [1, 0, n, 0]                       # (dim, n): per channel, constant in time
-    if t.ndim == 3: return t.transpose(1, 2).contiguous(), [d, l * n, 0, n]   # (b, n, l): one group
-    g = t.shape[1]
-    return t.transpose(2, 3).contiguous(), [d // g, g * l * n, l * n, n]      # (b, g, n, l)
+    if t.ndim == 2: return t.contiguous(), [1, 0, n, 0, 1, 0, 1]                # (dim, n): per channel, constant in time
+    t4 = t[:, None] if t.ndim == 3 else t                                       # (b, g, n, l)
+    if any(st == 0 and sz > 1 for st, sz in zip(t4.stride(), t4.shape)): t4 = t4.contiguous()   # expanded: no aliasing
+    b, g = t4.shape[:2]
+    sb, sg, sk, st = (s if z > 1 else 1 for s, z in zip(t4.stride(), t4.shape))  # a length-1 axis: any nonzero stride
+    tm = sk == 1                                                                # states contiguous: gradient time-major
+    return (t4 if t.ndim == 4 else t4[:, 0]), [d // g, sb, sg if g > 1 else 0, st, sk, n if tm else 1, 1 if tm else l]
+
+def _bc_grad(flat, t, lay):
+    "The kernel's flat gradient of B or C as a tensor shaped like `t`, dense, in the layout `lay` names."
+    if t.ndim == 2: return flat.view_as(t)
+    n, l = t.shape[-2:]
+    lead = t.shape[:-2]                                                         # (b,) or (b, g)
+    outer = [n * l * math.prod(lead[i + 1:]) for i in range(len(lead))]
+    return flat.as_strided(t.shape, outer + ([1, n] if lay[6] == 1 else [l, 1]))
 
 def _kernel_slices(b, d, n, l, bs, cs):
     "Channel slices per (batch, group) backward unit: enough units for the threads, partials <= 1/32 of (b, d, n, l)."
@@ -436,6 +515,7 @@ def _check_steps(A, delta, delta_bias, delta_softplus):
     if delta_softplus: return _check_stable(A, A.new_zeros(1))             # softplus >= 0
     low = delta.amin((0, 2)) + (0 if delta_bias is None else delta_bias)
     _check_stable(A, low)
+
 
 # %% ../nbs/05b_ssm_cpu.ipynb #59211d38
 class _KernelScan(torch.autograd.Function):
@@ -461,7 +541,7 @@ class _KernelScan(torch.autograd.Function):
             u, delta, e if bias is None else bias, softplus, A, Bk, bs, Ck, cs, e if D is None else D,
             e if z is None else z, rev, states, gy, gh, chunk, slices)
         opt = lambda g, t: None if t is None else g
-        return (None,) * 8 + (gu, gdl, gA, gB.view_as(Bk), gC.view_as(Ck), opt(gD, D), opt(gz, z), opt(gb, bias))
+        return (None,) * 8 + (gu, gdl, gA, _bc_grad(gB, Bk, bs), _bc_grad(gC, Ck, cs), opt(gD, D), opt(gz, z), opt(gb, bias))
 
 # %% ../nbs/05b_ssm_cpu.ipynb #6ec52a33
 KERNEL_CHUNK = 64  # steps per chunk: the forward keeps one state per chunk (1/64 of the (B, D, N, L) states)
