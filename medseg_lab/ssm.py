@@ -464,10 +464,26 @@ class MambaMixer(nn.Module):
         return dict(u=u, delta=_bmm(dt_proj.weight, dt), A=-torch.exp(getattr(self, 'A_log' + sfx).float()), B=B, C=C,
                     D=getattr(self, 'D' + sfx).float(), delta_bias=dt_proj.bias.float())   # Δ bias added in the scan
 
+    def _conv_silu(self, x, convs, reverse=None):
+        """SiLU(causal depthwise conv) of x (batch, d_inner, length) by each of `convs`, stacked on channels; a reversed
+        conv is the flipped pass computed in time order (anti-causal, taps mirrored). On CPU, wherever the scan runs on
+        the compiled kernel, so does this (one pass, SiLU fused: `causal_conv1d_cpu`); elsewhere PyTorch's conv1d."""
+        groups = len(convs) * self.d_inner
+        if self.backend in ('auto', 'cpu') and x.device.type == 'cpu':
+            from medseg_lab import ssm_cpu
+            build = self.backend == 'cpu' or x.numel() * len(convs) * self.d_state >= ssm_cpu.CPU_KERNEL_MIN_SIZE
+            if ssm_cpu.cpu_kernel(build=build) is not None:
+                w = torch.cat([c.weight[:, 0] for c in convs])
+                b = None if convs[0].bias is None else torch.cat([c.bias for c in convs])
+                return ssm_cpu.causal_conv1d_cpu(x, w, b, reverse=reverse, silu=True)
+        k, L = self.d_conv, x.shape[-1]
+        outs = [F.conv1d(F.pad(x, (0, k - 1)), c.weight.flip(-1), c.bias, groups=self.d_inner) if r else c(x)[..., :L]
+                for c, r in zip(convs, reverse or (False,) * len(convs))]       # causal: the first L outputs
+        return F.silu(outs[0] if len(outs) == 1 else torch.cat(outs, 1))
+
     def _scan_args(self, x, z, sfx:str=''):
         "Causal conv, SiLU and projections of one direction: the keyword arguments of its selective scan."
-        L = x.shape[-1]
-        u = F.silu(getattr(self, 'conv1d' + sfx)(x)[..., :L])           # causal: keep the first L outputs
+        u = self._conv_silu(x, [getattr(self, 'conv1d' + sfx)])
         return dict(self._proj(u, sfx), z=z, delta_softplus=True)
 
     def _ssm(self, x, z, sfx:str=''):
@@ -499,17 +515,20 @@ class MambaMixer(nn.Module):
 
     def _both_directions(self, x, z):
         """The BiScan as one grouped scan: the flipped pass is computed in time order (its causal conv on the flipped
-        sequence is an anti-causal conv with flipped taps) and scanned with `reverse`, so nothing is flipped."""
-        conv = self.conv1d_b
-        ub = F.silu(F.conv1d(F.pad(x, (0, self.d_conv - 1)), conv.weight.flip(-1), conv.bias, groups=self.d_inner))
-        fwd, bwd = self._scan_args(x, None), self._proj(ub, '_b')
-        cat = lambda k: torch.cat([fwd[k], bwd[k]], 1 if k in ('u', 'delta') else 0)
-        both = lambda k: torch.stack([fwd[k], bwd[k]], 1)                 # (batch, 2 groups, n_state, length)
-        y = selective_scan(cat('u'), cat('delta'), cat('A'), both('B'), both('C'), cat('D'),
-                           delta_bias=cat('delta_bias'), delta_softplus=True, reverse=(False, True),
-                           backend=self.backend)
-        b, _, L = y.shape
-        return y.view(b, 2, self.d_inner, L).sum(1) * F.silu(z)         # both directions share the gate z
+        sequence is an anti-causal conv with mirrored taps) and scanned with `reverse`, so nothing is flipped. Both
+        directions' convs, projections and scan inputs are single calls on `(batch, 2·d_inner, length)`."""
+        u = self._conv_silu(x, [self.conv1d, self.conv1d_b], reverse=(False, True))    # (batch, 2·d_inner, length)
+        b, _, L = u.shape
+        R, N, d = self.dt_rank, self.d_state, self.d_inner
+        per_item = lambda w, w_b: torch.stack([w, w_b])[None].expand(b, -1, -1, -1).reshape(2 * b, *w.shape)
+        dbl = torch.bmm(per_item(self.x_proj.weight, self.x_proj_b.weight), u.view(2 * b, d, L)).view(b, 2, -1, L)
+        dt, B, C = dbl.split([R, N, N], dim=2)                           # B, C: (batch, 2 groups, N, length) views
+        delta = torch.bmm(per_item(self.dt_proj.weight, self.dt_proj_b.weight), dt.reshape(2 * b, R, L))
+        both = lambda n: torch.cat([getattr(self, n), getattr(self, n + '_b')]).float()
+        y = selective_scan(u, delta.view(b, 2 * d, L), -torch.exp(both('A_log')), B, C, both('D'),
+                           delta_bias=torch.cat([self.dt_proj.bias, self.dt_proj_b.bias]).float(), delta_softplus=True,
+                           reverse=(False, True), backend=self.backend)
+        return y.view(b, 2, d, L).sum(1) * F.silu(z)                     # both directions share the gate z
 
     def forward(self, hidden:torch.Tensor, # (batch, length, d_model)
                ) -> torch.Tensor: # (batch, length, d_model)

@@ -6,10 +6,12 @@
 from __future__ import annotations
 import contextlib, hashlib, math, os, shutil, sys, time
 import torch
+import torch.nn.functional as F
 from .ssm import _check_scan_inputs, _compute_dtype, _check_stable, _reverse_flags
 
 # %% auto #0
-__all__ = ['CPU_KERNEL_MIN_SIZE', 'KERNEL_CHUNK', 'kernel_disabled', 'cpu_kernel', 'cpu_kernel_status', 'selective_scan_cpu']
+__all__ = ['CPU_KERNEL_MIN_SIZE', 'KERNEL_CHUNK', 'kernel_disabled', 'cpu_kernel', 'cpu_kernel_status', 'selective_scan_cpu',
+           'causal_conv1d_cpu']
 
 # %% ../nbs/05b_ssm_cpu.ipynb #4316c98a
 _SRC_MATH = r"""
@@ -404,8 +406,132 @@ std::vector<at::Tensor> selective_scan_bwd(at::Tensor u, at::Tensor delta, at::T
 }
 """
 
+# %% ../nbs/05b_ssm_cpu.ipynb #01947077
+_SRC_CONV = r"""
+// Depthwise causal conv over time (Mamba's), optionally with SiLU. x: (b, d, L); w: (G*d, k); bias: (G*d) or empty;
+// out: (b, G*d, L); output channel g*d + c reads input channel c. A causal group: pre[t] = bias + sum_j w[j] x[t-(k-1)+j];
+// a reversed group (the flipped pass, in time order): pre[t] = bias + sum_j w[j] x[t+(k-1)-j]; x is 0 outside [0, L).
+static inline int64_t conv_off(bool rev, int64_t k, int64_t j) { return rev ? k - 1 - j : j - (k - 1); }
+constexpr int64_t CONV_BLOCK = 1024;   // steps per block: the row buffers stay in L1/L2
+
+template <typename T>   // pre-activation of one row over [t0, t1) into pre[0 .. t1 - t0)
+static inline void conv_pre(const T* xr, const T* wr, T bias, int64_t k, int64_t L, bool rev, int64_t t0, int64_t t1,
+                            T* __restrict pre) {
+  for (int64_t t = t0; t < t1; ++t) pre[t - t0] = bias;
+  for (int64_t j = 0; j < k; ++j) {
+    const int64_t o = conv_off(rev, k, j), lo = std::max(t0, -o), hi = std::min(t1, L - o);
+    const T wj = wr[j];
+#pragma omp simd
+    for (int64_t t = lo; t < hi; ++t) pre[t - t0] += wj * xr[t + o];
+  }
+}
+
+template <typename T>   // output rows [r0, r1) of (b, G*d)
+static void conv_fwd_rows(int64_t r0, int64_t r1, int64_t d, int64_t G, int64_t L, int64_t k, const T* X, const T* W,
+                          const T* BI, const std::vector<int64_t>& rev, bool silu, T* O) {
+  std::vector<T> pre(CONV_BLOCK);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t bi = r / (G * d), oc = r % (G * d), g = oc / d, c = oc % d;
+    const bool rv = !rev.empty() && rev[g];
+    const T* xr = X + (bi * d + c) * L; T* orow = O + r * L;
+    for (int64_t t0 = 0; t0 < L; t0 += CONV_BLOCK) {
+      const int64_t t1 = std::min(L, t0 + CONV_BLOCK), m = t1 - t0;
+      conv_pre<T>(xr, W + oc * k, BI ? BI[oc] : T(0), k, L, rv, t0, t1, pre.data());
+      if (!silu) { std::memcpy(orow + t0, pre.data(), m * sizeof(T)); continue; }
+#pragma omp simd
+      for (int64_t i = 0; i < m; ++i) { const T v = pre[i]; orow[t0 + i] = v / (T(1) + _exp(-v)); }
+    }
+  }
+}
+
+template <typename T>   // units [u0, u1) of (batch, input channel): the input-gradient row and its G rows of partials
+static void conv_bwd_units(int64_t u0, int64_t u1, int64_t d, int64_t G, int64_t L, int64_t k, const T* X, const T* W,
+                           const T* BI, const std::vector<int64_t>& rev, bool silu, const T* GO, T* GX, double* PW,
+                           double* PB) {
+  std::vector<T> pre(CONV_BLOCK), gp(CONV_BLOCK);
+  for (int64_t q = u0; q < u1; ++q) {
+    const int64_t bi = q / d, c = q % d;
+    const T* xr = X + q * L; T* gxr = GX + q * L;
+    std::fill(gxr, gxr + L, T(0));
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t oc = g * d + c;
+      const bool rv = !rev.empty() && rev[g];
+      const T* wr = W + oc * k; const T* gor = GO + (bi * G * d + oc) * L;
+      double* pwr = PW + (bi * G * d + oc) * k;
+      double sb = 0;
+      for (int64_t j = 0; j < k; ++j) pwr[j] = 0;
+      for (int64_t t0 = 0; t0 < L; t0 += CONV_BLOCK) {
+        const int64_t t1 = std::min(L, t0 + CONV_BLOCK), m = t1 - t0;
+        if (silu) {                                         // d silu(v) / dv = s (1 + v (1 - s)), s = sigmoid(v)
+          conv_pre<T>(xr, wr, BI ? BI[oc] : T(0), k, L, rv, t0, t1, pre.data());
+#pragma omp simd
+          for (int64_t i = 0; i < m; ++i) {
+            const T v = pre[i], s = T(1) / (T(1) + _exp(-v));
+            gp[i] = gor[t0 + i] * s * (T(1) + v * (T(1) - s));
+          }
+        } else std::memcpy(gp.data(), gor + t0, m * sizeof(T));
+        T s0 = 0;
+#pragma omp simd reduction(+:s0)
+        for (int64_t i = 0; i < m; ++i) s0 += gp[i];
+        sb += s0;
+        for (int64_t j = 0; j < k; ++j) {                   // taps: dL/dw_j and x's gradient through tap j
+          const int64_t o = conv_off(rv, k, j), lo = std::max(t0, -o), hi = std::min(t1, L - o);
+          const T wj = wr[j];
+          T sw = 0;
+#pragma omp simd reduction(+:sw)
+          for (int64_t t = lo; t < hi; ++t) { sw += gp[t - t0] * xr[t + o]; gxr[t + o] += wj * gp[t - t0]; }
+          pwr[j] += sw;
+        }
+      }
+      PB[bi * G * d + oc] = sb;
+    }
+  }
+}
+
+std::vector<at::Tensor> causal_conv1d_fwd(at::Tensor x, at::Tensor w, at::Tensor bias, std::vector<int64_t> rev,
+                                          bool silu) {
+  const int64_t b = x.size(0), d = x.size(1), L = x.size(2), k = w.size(1), G = w.size(0) / d;
+  auto out = at::empty({b, G * d, L}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "causal_conv1d_fwd", [&] {
+    using T = scalar_t;
+    const T *X = x.data_ptr<T>(), *W = w.data_ptr<T>(), *BI = ptr_or_null<T>(bias);
+    T* O = out.data_ptr<T>();
+    at::parallel_for(0, b * G * d, 1, [&](int64_t r0, int64_t r1) {
+      conv_fwd_rows<T>(r0, r1, d, G, L, k, X, W, BI, rev, silu, O);
+    });
+  });
+  return {out};
+}
+
+// gout: (b, G*d, L). Returns gx (b, d, L), gw (G*d, k), gbias (G*d, or empty without bias).
+std::vector<at::Tensor> causal_conv1d_bwd(at::Tensor x, at::Tensor w, at::Tensor bias, std::vector<int64_t> rev,
+                                          bool silu, at::Tensor gout) {
+  const int64_t b = x.size(0), d = x.size(1), L = x.size(2), k = w.size(1), G = w.size(0) / d;
+  auto gx = at::empty_like(x), gw = at::empty_like(w), gb = at::empty({bias.numel() ? G * d : 0}, x.options());
+  auto pw = at::empty({b, G * d, k}, x.options().dtype(at::kDouble)), pb = at::empty({b, G * d}, pw.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "causal_conv1d_bwd", [&] {
+    using T = scalar_t;
+    const T *X = x.data_ptr<T>(), *W = w.data_ptr<T>(), *BI = ptr_or_null<T>(bias), *GO = gout.data_ptr<T>();
+    T* GX = gx.data_ptr<T>(); double *PW = pw.data_ptr<double>(), *PB = pb.data_ptr<double>();
+    at::parallel_for(0, b * d, 1, [&](int64_t u0, int64_t u1) {
+      conv_bwd_units<T>(u0, u1, d, G, L, k, X, W, BI, rev, silu, GO, GX, PW, PB);
+    });
+    T *GW = gw.data_ptr<T>(), *GB = mut_ptr_or_null<T>(gb);
+    for (int64_t i = 0; i < G * d; ++i) {                   // over the batch, in order
+      for (int64_t j = 0; j < k; ++j) {
+        double s = 0;
+        for (int64_t q = 0; q < b; ++q) s += PW[(q * G * d + i) * k + j];
+        GW[i * k + j] = T(s);
+      }
+      if (GB) { double s = 0; for (int64_t q = 0; q < b; ++q) s += PB[q * G * d + i]; GB[i] = T(s); }
+    }
+  });
+  return {gx, gw, gb};
+}
+"""
+
 # %% ../nbs/05b_ssm_cpu.ipynb #812ab293
-_CPU_KERNEL_SRC = '\n'.join([_SRC_MATH, _SRC_FWD, _SRC_BWD_UNIT, _SRC_BWD])
+_CPU_KERNEL_SRC = '\n'.join([_SRC_MATH, _SRC_FWD, _SRC_BWD_UNIT, _SRC_BWD, _SRC_CONV])
 CPU_KERNEL_MIN_SIZE = 2**22  # batch*dim*length*n_state from which backend='auto' compiles the kernel on first use
 _CPU_KERNEL = {}             # 'module' (None after a failure) and 'status', filled on first use
 
@@ -456,7 +582,8 @@ def _load_cpu_kernel():
     name = f'medseg_lab_scan_{key}'
     with _build_lock(_kernel_build_dir(name)) as build_dir:
         return load_inline(name, [_CPU_KERNEL_SRC], extra_cflags=flags, extra_ldflags=['-fopenmp'],
-                           functions=['selective_scan_fwd', 'selective_scan_bwd'], build_directory=build_dir,
+                           functions=['selective_scan_fwd', 'selective_scan_bwd', 'causal_conv1d_fwd', 'causal_conv1d_bwd'],
+                           build_directory=build_dir,
                            verbose=False)
 
 # %% ../nbs/05b_ssm_cpu.ipynb #d507a1b1
@@ -471,7 +598,8 @@ def cpu_kernel(build:bool=True, # compile (or load from torch's cache) if not lo
     try:
         mod, status = _load_cpu_kernel(), 'loaded in {:.1f} s'
     except Exception as e:  # no compiler/ninja, build error, ...: the torch path stays in charge
-        mod, status = None, f'unavailable ({type(e).__name__}: {str(e).strip()[-400:]}); after {{:.1f}} s'
+        why = str(e).strip()[-400:].replace('{', '{{').replace('}', '}}')   # a compiler's braces: not a format
+        mod, status = None, f'unavailable ({type(e).__name__}: {why}); after {{:.1f}} s'
     _CPU_KERNEL.update(module=mod, status=status.format(time.perf_counter() - t))
     return mod
 
@@ -580,3 +708,53 @@ def selective_scan_cpu(u:torch.Tensor, # input (batch, dim, length)
                                          KERNEL_CHUNK, False)
     y = y.to(u.dtype)
     return (y, h) if return_last_state else y
+
+# %% ../nbs/05b_ssm_cpu.ipynb #e75f1688
+def _conv_op():
+    """The kernel's convolution as a PyTorch custom op, `medseg_lab::causal_conv1d`, with its backward and a FLOP
+    formula, so that autograd and `FlopCounterMode` (`count_flops`) see it like the `conv1d` it replaces. Defined once
+    per process (a notebook beside the installed module shares the module's)."""
+    try: return torch.ops.medseg_lab.causal_conv1d
+    except (AttributeError, RuntimeError): pass
+    @torch.library.custom_op('medseg_lab::causal_conv1d', mutates_args=())
+    def op(x:torch.Tensor, w:torch.Tensor, bias:torch.Tensor, rev:list[int], silu:bool) -> torch.Tensor:
+        return cpu_kernel().causal_conv1d_fwd(x, w, bias, rev, silu)[0]
+    @op.register_fake
+    def _(x, w, bias, rev, silu): return x.new_empty((x.shape[0], w.shape[0], x.shape[2]))
+    def setup(ctx, inputs, output):
+        x, w, bias, rev, silu = inputs
+        ctx.save_for_backward(x, w, bias); ctx.cfg = rev, silu
+    def backward(ctx, gout):
+        x, w, bias = ctx.saved_tensors
+        gx, gw, gb = cpu_kernel().causal_conv1d_bwd(x, w, bias, *ctx.cfg, gout.contiguous())
+        return gx, gw, (gb if bias.numel() else None), None, None
+    op.register_autograd(backward, setup_context=setup)
+    from torch.utils.flop_counter import register_flop_formula
+    @register_flop_formula(torch.ops.medseg_lab.causal_conv1d)
+    def flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:   # 2 FLOPs per multiply-add, as conv1d's
+        return 2 * x_shape[0] * w_shape[0] * w_shape[1] * x_shape[2]
+    return torch.ops.medseg_lab.causal_conv1d
+
+def causal_conv1d_cpu(x:torch.Tensor, # input (batch, dim, length)
+                      weight:torch.Tensor, # taps (groups·dim, width): output channel g·dim + c reads channel c
+                      bias:torch.Tensor|None=None, # (groups·dim,)
+                      reverse=None, # None, or one bool per group: mirrored taps (the flipped pass, in time order)
+                      silu:bool=True, # apply SiLU to the output
+                     ) -> torch.Tensor: # (batch, groups·dim, length)
+    "Mamba's depthwise causal conv (+ SiLU) on the compiled CPU kernel; `MambaMixer` uses it on CPU."
+    if (mod := cpu_kernel()) is None:
+        raise RuntimeError(f"the compiled CPU kernel is {cpu_kernel_status()}; use MambaMixer(backend='torch')")
+    if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.device.type != 'cpu':
+        raise ValueError(f"x must be a CPU tensor (batch, dim, length), got {getattr(x, 'shape', type(x))}")
+    b, d, l = x.shape
+    if weight.ndim != 2 or weight.shape[0] % d or weight.shape[0] == 0:
+        raise ValueError(f"weight must be (groups·dim, width) with dim={d}, got {tuple(weight.shape)}")
+    g = weight.shape[0] // d
+    if bias is not None and tuple(bias.shape) != (g * d,):
+        raise ValueError(f"bias must be ({g * d},), got {tuple(bias.shape)}")
+    rev = [int(bool(f)) for f in reverse] if reverse is not None else []
+    if rev and len(rev) != g: raise ValueError(f"reverse needs one flag per group ({g}), got {reverse!r}")
+    dtype = torch.promote_types(torch.promote_types(x.dtype, weight.dtype), torch.float32)
+    c = lambda t: None if t is None else t.to(dtype).contiguous()
+    bias = x.new_empty(0, dtype=dtype) if bias is None else c(bias)
+    return _conv_op()(c(x), c(weight), bias, rev, silu).to(x.dtype)
