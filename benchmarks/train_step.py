@@ -11,7 +11,8 @@ batch of 16 slices of the bundled lesion task at 96x112 (the model zoo's shape),
 3D: a batch of 2 random 64^3 volumes, every model that builds in 3D at `small`.
 
 Times are medians over `--rounds` rounds; in each round every model takes one step in turn, so a change of machine
-load during the run hits all models alike and the ratios stay comparable. One extra profiled step per model
+load during the run hits all models alike: the ratio against UNet is taken within each round, and the table gives its
+median and its range over the rounds (on a shared 2-core machine single rounds differ by up to a third). One extra profiled step per model
 (torch.profiler) splits the step into: the selective scan (the autograd ops `_KernelScan`/`_ChunkedScan` and their
 backward), convolutions (`aten::convolution` and `aten::convolution_backward`), the optimizer step, and the rest.
 Shares are of the profiled step's wall time. With `--torch-scan` the Mamba models are also timed with the compiled
@@ -93,14 +94,17 @@ def run_setting(label, dims, names, x, y, classes, rounds, torch_scan):
         try: rows[k].update(profile_shares(steps[k]))
         finally: os.environ.pop('MEDSEG_LAB_NO_CPU_KERNEL', None)
         rows[k]['step_s'] = statistics.median(rows[k]['times'])
-    base = rows.get(('unet', 'kernel'), {}).get('step_s')
-    for k in live: rows[k]['ratio_vs_unet'] = rows[k]['step_s'] / base if base else None
+    base = rows.get(('unet', 'kernel'), {}).get('times')
+    for k in live:   # the ratio within each round (same machine state), then the median and range over rounds
+        ratios = [t / b for t, b in zip(rows[k]['times'], base)] if base else []
+        rows[k]['ratio_vs_unet'] = statistics.median(ratios) if ratios else None
+        rows[k]['ratio_range'] = [min(ratios), max(ratios)] if ratios else None
     return list(rows.values())
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--models', nargs='+', default=list(MODELS), help='registered model names (default: all)')
-    p.add_argument('--rounds', type=int, default=3, help='timed rounds (median taken), after one warm-up round')
+    p.add_argument('--rounds', type=int, default=9, help='timed rounds (median taken), after one warm-up round')
     p.add_argument('--batch-2d', type=int, default=16); p.add_argument('--size-2d', type=int, nargs=2, default=[96, 112])
     p.add_argument('--batch-3d', type=int, default=2); p.add_argument('--side-3d', type=int, default=64)
     p.add_argument('--no-3d', action='store_true', help='skip the 3D setting')
@@ -123,15 +127,17 @@ def main():
         x, y, classes = batch_3d(a.batch_3d, a.side_3d)
         rows += run_setting(f'3D {a.batch_3d}x1x{a.side_3d}^3', 3, names, x, y, classes, a.rounds, a.torch_scan)
     if (la := load_average()) is not None: lines.append(f"load average after: {la}")
-    head = f"{'setting':18s} {'model':9s} {'preset':6s} {'scan':10s} | {'step s':>7s} {'x UNet':>7s} | {'scan':>5s} {'conv':>5s} {'optim':>5s} {'other':>5s}"
+    head = (f"{'setting':18s} {'model':9s} {'preset':6s} {'scan':10s} | {'step s':>7s} {'x UNet':>7s} {'range':>11s} | "
+            f"{'scan':>5s} {'conv':>5s} {'optim':>5s} {'other':>5s}")
     table = [head, '-' * len(head)]
     for r in rows:
         if 'skipped' in r: table.append(f"{r['setting']:18s} {r['model']:9s} skipped: {r['skipped'][:70]}"); continue
+        lo, hi = r['ratio_range']
         table.append(f"{r['setting']:18s} {r['model']:9s} {r['preset']:6s} {r['variant']:10s} | {r['step_s']:7.3f} "
-                     f"{r['ratio_vs_unet']:7.2f} | {r['scan_share']:5.0%} {r['conv_share']:5.0%} {r['optimizer_share']:5.0%} "
+                     f"{r['ratio_vs_unet']:7.2f} {f'{lo:.2f}-{hi:.2f}':>11s} | {r['scan_share']:5.0%} {r['conv_share']:5.0%} {r['optimizer_share']:5.0%} "
                      f"{r['other_share']:5.0%}")
-    text = '\n'.join(lines + [''] + table + ['', "step s: median over rounds; x UNet: ratio to UNet small in the same setting "
-                                              "and run; shares: of one profiled step (torch.profiler, CPU time of the ops)."])
+    text = '\n'.join(lines + [''] + table + ['', "step s: median over rounds; x UNet: median over rounds of the ratio to UNet "
+                                              "small in the same round (range: lowest-highest round); shares: of one profiled step (torch.profiler, CPU time of the ops)."])
     print('\n' + text)
     if a.out:
         with open(a.out, 'w') as f:
