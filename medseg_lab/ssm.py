@@ -521,7 +521,8 @@ class MambaMixer(nn.Module):
         b, _, L = u.shape
         R, N, d = self.dt_rank, self.d_state, self.d_inner
         per_item = lambda w, w_b: torch.stack([w, w_b])[None].expand(b, -1, -1, -1).reshape(2 * b, *w.shape)
-        dbl = torch.bmm(per_item(self.x_proj.weight, self.x_proj_b.weight), u.view(2 * b, d, L)).view(b, 2, -1, L)
+        dbl = torch.bmm(per_item(self.x_proj.weight, self.x_proj_b.weight), u.view(2 * b, d, L))
+        dbl = dbl.view(b, 2, R + 2 * N, L)
         dt, B, C = dbl.split([R, N, N], dim=2)                           # B, C: (batch, 2 groups, N, length) views
         delta = torch.bmm(per_item(self.dt_proj.weight, self.dt_proj_b.weight), dt.reshape(2 * b, R, L))
         both = lambda n: torch.cat([getattr(self, n), getattr(self, n + '_b')]).float()

@@ -271,8 +271,9 @@ static void bwd_unit(const Bwd<T>& w, int64_t bi, int64_t c0, int64_t c1) {
       for (int64_t j = 0; j < m; ++j) {                    // C . h is needed only for the gate's gradient
         const int64_t t = tm(j);
         T* hj = H.data() + j * n;
-        if (zr) yc[j] = step<T, NS, true>(hj, hj + n, Ab.data() + j * n, Ar, tb.at(t), tc.at(t), dtb[j], dtb[j] * ur[t], n);
-        else step<T, NS, true, false>(hj, hj + n, Ab.data() + j * n, Ar, tb.at(t), nullptr, dtb[j], dtb[j] * ur[t], n);
+        T* aj = Ab.data() + j * n;
+        if (zr) yc[j] = step<T, NS, true>(hj, hj + n, aj, Ar, tb.at(t), tc.at(t), dtb[j], dtb[j] * ur[t], n);
+        else step<T, NS, true, false>(hj, hj + n, aj, Ar, tb.at(t), nullptr, dtb[j], dtb[j] * ur[t], n);
       }
       T* gh = carry.data() + i * n;
       T gD = 0, gb = 0;
@@ -348,7 +349,8 @@ static void sum_parts(const T* p, int64_t parts, int64_t size, T* out) {
 // forward; rev: as in the forward. Units are (batch, group, channel slice): `slices` > 1 splits each group's
 // channels so that a small batch still gives every thread work; each slice has its own gB / gC partials, summed in
 // slice order afterwards.
-// Returns gu, gdelta, gz (empty without z), gA, gB, gC (flat, dense slots as in `Layout`), gD and gbias (empty if absent).
+// Returns gu, gdelta, gz (empty without z), gA, gB, gC (flat, dense slots as in `Layout`), gD and gbias (empty if
+// absent).
 std::vector<at::Tensor> selective_scan_bwd(at::Tensor u, at::Tensor delta, at::Tensor bias, bool softplus,
     at::Tensor A, at::Tensor B, std::vector<int64_t> bs, at::Tensor C, std::vector<int64_t> cs, at::Tensor D,
     at::Tensor z, std::vector<int64_t> rev, at::Tensor states, at::Tensor gy, at::Tensor ghl, int64_t chunk,
@@ -409,8 +411,9 @@ std::vector<at::Tensor> selective_scan_bwd(at::Tensor u, at::Tensor delta, at::T
 # %% ../nbs/05b_ssm_cpu.ipynb #01947077
 _SRC_CONV = r"""
 // Depthwise causal conv over time (Mamba's), optionally with SiLU. x: (b, d, L); w: (G*d, k); bias: (G*d) or empty;
-// out: (b, G*d, L); output channel g*d + c reads input channel c. A causal group: pre[t] = bias + sum_j w[j] x[t-(k-1)+j];
-// a reversed group (the flipped pass, in time order): pre[t] = bias + sum_j w[j] x[t+(k-1)-j]; x is 0 outside [0, L).
+// out: (b, G*d, L); output channel g*d + c reads input channel c. A causal group:
+// pre[t] = bias + sum_j w[j] x[t-(k-1)+j]; a reversed group (the flipped pass, in time order):
+// pre[t] = bias + sum_j w[j] x[t+(k-1)-j]; x is 0 outside [0, L).
 static inline int64_t conv_off(bool rev, int64_t k, int64_t j) { return rev ? k - 1 - j : j - (k - 1); }
 constexpr int64_t CONV_BLOCK = 1024;   // steps per block: the row buffers stay in L1/L2
 
@@ -582,7 +585,8 @@ def _load_cpu_kernel():
     name = f'medseg_lab_scan_{key}'
     with _build_lock(_kernel_build_dir(name)) as build_dir:
         return load_inline(name, [_CPU_KERNEL_SRC], extra_cflags=flags, extra_ldflags=['-fopenmp'],
-                           functions=['selective_scan_fwd', 'selective_scan_bwd', 'causal_conv1d_fwd', 'causal_conv1d_bwd'],
+                           functions=['selective_scan_fwd', 'selective_scan_bwd', 'causal_conv1d_fwd',
+                                      'causal_conv1d_bwd'],
                            build_directory=build_dir,
                            verbose=False)
 
@@ -613,7 +617,7 @@ def _bc_kernel_layout(t, d, l, n, dtype):
     """B or C for the kernel, read in place: the tensor (cast to `dtype`, copied only if it has a broadcast axis) and
     its layout (channels per group; batch, group, time and state strides; time and state strides of its gradient)."""
     t = t.to(dtype)
-    if t.ndim == 2: return t.contiguous(), [1, 0, n, 0, 1, 0, 1]                # (dim, n): per channel, constant in time
+    if t.ndim == 2: return t.contiguous(), [1, 0, n, 0, 1, 0, 1]                # (dim, n): constant in time
     t4 = t[:, None] if t.ndim == 3 else t                                       # (b, g, n, l)
     if any(st == 0 and sz > 1 for st, sz in zip(t4.stride(), t4.shape)): t4 = t4.contiguous()   # expanded: no aliasing
     b, g = t4.shape[:2]
@@ -669,7 +673,8 @@ class _KernelScan(torch.autograd.Function):
             u, delta, e if bias is None else bias, softplus, A, Bk, bs, Ck, cs, e if D is None else D,
             e if z is None else z, rev, states, gy, gh, chunk, slices)
         opt = lambda g, t: None if t is None else g
-        return (None,) * 8 + (gu, gdl, gA, _bc_grad(gB, Bk, bs), _bc_grad(gC, Ck, cs), opt(gD, D), opt(gz, z), opt(gb, bias))
+        return (None,) * 8 + (gu, gdl, gA, _bc_grad(gB, Bk, bs), _bc_grad(gC, Ck, cs), opt(gD, D), opt(gz, z),
+                              opt(gb, bias))
 
 # %% ../nbs/05b_ssm_cpu.ipynb #6ec52a33
 KERNEL_CHUNK = 64  # steps per chunk: the forward keeps one state per chunk (1/64 of the (B, D, N, L) states)
