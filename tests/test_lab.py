@@ -47,19 +47,33 @@ def lab_server(tmp_path):
         log.close()
 
 def _execute(base, token, kernel_id, code, timeout=120):
-    "Send an execute_request over the kernel websocket; return (status, text outputs)."
-    ws = websocket.create_connection(f"ws://{base.split('://')[1]}/api/kernels/{kernel_id}/channels?token={token}", timeout=timeout)
-    try:
+    """Send an execute_request over the kernel websocket; return (status, text outputs), status None at the deadline.
+    First asks for kernel_info until the kernel answers (a request sent while the server is still connecting the
+    kernel's channels can be dropped). Reads time out every few seconds: the server's pings would otherwise keep a
+    blocking read alive past the deadline."""
+    ws = websocket.create_connection(f"ws://{base.split('://')[1]}/api/kernels/{kernel_id}/channels?token={token}", timeout=5)
+    deadline = time.time() + timeout
+    def send(msg_type, content):
         msg_id = uuid.uuid4().hex
-        ws.send(json.dumps({"header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex, "msg_type": "execute_request",
+        ws.send(json.dumps({"header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex, "msg_type": msg_type,
                                        "version": "5.3", "date": ""},
-                            "parent_header": {}, "metadata": {}, "channel": "shell",
-                            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                                        "allow_stdin": False, "stop_on_error": True}}))
-        outputs, status, deadline = [], None, time.time() + timeout
-        while time.time() < deadline:
-            m = json.loads(ws.recv())
-            if m.get("parent_header", {}).get("msg_id") != msg_id: continue
+                            "parent_header": {}, "metadata": {}, "channel": "shell", "content": content}))
+        return msg_id
+    def answers(msg_id, until):
+        "The messages answering msg_id, as they arrive, until the time `until`."
+        while time.time() < min(until, deadline):
+            try: m = json.loads(ws.recv())
+            except websocket.WebSocketTimeoutException: continue
+            if m.get("parent_header", {}).get("msg_id") == msg_id: yield m
+    try:
+        ready = False
+        while not ready and time.time() < deadline:
+            ready = any(m["msg_type"] == "kernel_info_reply" for m in answers(send("kernel_info_request", {}), time.time() + 10))
+        if not ready: return None, "the kernel never answered kernel_info_request"
+        msg_id = send("execute_request", {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                                          "allow_stdin": False, "stop_on_error": True})
+        outputs, status = [], None
+        for m in answers(msg_id, deadline):
             t = m["msg_type"]
             if t == "stream": outputs.append(m["content"]["text"])
             elif t in ("execute_result", "display_data"): outputs.append(m["content"]["data"].get("text/plain", ""))
