@@ -284,6 +284,14 @@ def mamba_selective_scan_fn():
 
 SCAN_BACKENDS = ('auto', 'torch', 'cuda', 'cpu')
 
+def _cpu_kernel_for(work:int, # batch·channels·length·n_state of the call
+                    force:bool=False, # compile now whatever the size (backend='cpu')
+                   ):
+    """The compiled CPU kernel module if it serves a CPU call of this size, else None: `backend='auto'` compiles it on
+    first use only from `CPU_KERNEL_MIN_SIZE` on (a small call is not worth a build), and uses it whenever it is loaded."""
+    from medseg_lab import ssm_cpu
+    return ssm_cpu.cpu_kernel(build=force or work >= ssm_cpu.CPU_KERNEL_MIN_SIZE)
+
 def selective_scan(u:torch.Tensor, # input (batch, dim, length)
                    delta:torch.Tensor, # step sizes Δ before bias/softplus, (batch, dim, length)
                    A:torch.Tensor, # state matrix (dim, n_state), real, <= 0 (A > 0 raises ValueError)
@@ -309,10 +317,9 @@ def selective_scan(u:torch.Tensor, # input (batch, dim, length)
         from medseg_lab.ssm_cpu import selective_scan_cpu   # raises with the reason where the kernel cannot be built
         return selective_scan_cpu(*args, reverse=flags)     # walks reversed groups backwards itself: no flips
     on_cpu = all(isinstance(t, torch.Tensor) and t.device.type == 'cpu' for t in (u, A))
-    if backend == 'auto' and on_cpu and A.ndim == 2:
-        from medseg_lab import ssm_cpu
-        if ssm_cpu.cpu_kernel(build=u.numel() * A.shape[1] >= ssm_cpu.CPU_KERNEL_MIN_SIZE) is not None:
-            return ssm_cpu.selective_scan_cpu(*args, reverse=flags)
+    if backend == 'auto' and on_cpu and A.ndim == 2 and _cpu_kernel_for(u.numel() * A.shape[1]) is not None:
+        from medseg_lab.ssm_cpu import selective_scan_cpu
+        return selective_scan_cpu(*args, reverse=flags)
     if flags is not None:                                   # other paths: flip the reversed groups, scan, flip back
         f, fb = lambda t: _flip_groups(t, flags), lambda t: _flip_groups(t, flags, bc=True)
         y, h = selective_scan(f(u), f(delta), A, fb(B), fb(C), D, f(z), delta_bias, delta_softplus, True,
@@ -456,26 +463,34 @@ class MambaMixer(nn.Module):
                 setattr(self, name + sfx, mod)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 
-    def _proj(self, u, sfx:str=''):
-        "x_proj and dt_proj of one direction on u (batch, d_inner, length), as batched products with u in place."
-        dbl = _bmm(getattr(self, 'x_proj' + sfx).weight, u)              # (batch, dt_rank + 2N, length)
-        dt, B, C = dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
-        dt_proj = getattr(self, 'dt_proj' + sfx)
-        return dict(u=u, delta=_bmm(dt_proj.weight, dt), A=-torch.exp(getattr(self, 'A_log' + sfx).float()), B=B, C=C,
-                    D=getattr(self, 'D' + sfx).float(), delta_bias=dt_proj.bias.float())   # Δ bias added in the scan
+    def _proj(self, u, sfxs=('',)):
+        """x_proj and dt_proj of the directions `sfxs` ('' forward, '_b' the flipped pass) on u (batch, len(sfxs)·d_inner,
+        length), one batched product each with u in place: the scan's u, delta, A, B, C, D and delta_bias. One direction
+        gives B, C as (batch, N, length), several as (batch, groups, N, length) views."""
+        g, (b, _, L) = len(sfxs), u.shape
+        R, N, d = self.dt_rank, self.d_state, self.d_inner
+        mods = lambda name: [getattr(self, name + s) for s in sfxs]
+        per_item = lambda ws: torch.stack(ws)[None].expand(b, -1, -1, -1).reshape(g * b, *ws[0].shape)
+        dbl = torch.bmm(per_item([m.weight for m in mods('x_proj')]), u.view(g * b, d, L)).view(b, g, R + 2 * N, L)
+        dt, B, C = dbl.split([R, N, N], dim=2)
+        delta = torch.bmm(per_item([m.weight for m in mods('dt_proj')]), dt.reshape(g * b, R, L)).view(b, g * d, L)
+        if g == 1: B, C = B[:, 0], C[:, 0]
+        cat = lambda ts: torch.cat(ts).float()
+        return dict(u=u, delta=delta, A=-torch.exp(cat(mods('A_log'))), B=B, C=C, D=cat(mods('D')),
+                    delta_bias=cat([m.bias for m in mods('dt_proj')]))          # Δ bias added in the scan
 
-    def _conv_silu(self, x, convs, reverse=None):
-        """SiLU(causal depthwise conv) of x (batch, d_inner, length) by each of `convs`, stacked on channels; a reversed
-        conv is the flipped pass computed in time order (anti-causal, taps mirrored). On CPU, wherever the scan runs on
-        the compiled kernel, so does this (one pass, SiLU fused: `causal_conv1d_cpu`); elsewhere PyTorch's conv1d."""
-        groups = len(convs) * self.d_inner
-        if self.backend in ('auto', 'cpu') and x.device.type == 'cpu':
-            from medseg_lab import ssm_cpu
-            build = self.backend == 'cpu' or x.numel() * len(convs) * self.d_state >= ssm_cpu.CPU_KERNEL_MIN_SIZE
-            if ssm_cpu.cpu_kernel(build=build) is not None:
-                w = torch.cat([c.weight[:, 0] for c in convs])
-                b = None if convs[0].bias is None else torch.cat([c.bias for c in convs])
-                return ssm_cpu.causal_conv1d_cpu(x, w, b, reverse=reverse, silu=True)
+    def _conv_silu(self, x, sfxs=('',), reverse=None):
+        """SiLU(causal depthwise conv) of x (batch, d_inner, length) by the convs of the directions `sfxs`, stacked on
+        channels; a reversed conv is the flipped pass computed in time order (anti-causal, taps mirrored). On CPU,
+        wherever the scan runs on the compiled kernel, so does this (one pass, SiLU fused: `causal_conv1d_cpu`);
+        elsewhere PyTorch's conv1d."""
+        convs = [getattr(self, 'conv1d' + s) for s in sfxs]
+        if self.backend in ('auto', 'cpu') and x.device.type == 'cpu' and _cpu_kernel_for(
+                x.numel() * len(convs) * self.d_state, force=self.backend == 'cpu') is not None:
+            from medseg_lab.ssm_cpu import causal_conv1d_cpu
+            w = torch.cat([c.weight[:, 0] for c in convs])
+            b = None if convs[0].bias is None else torch.cat([c.bias for c in convs])
+            return causal_conv1d_cpu(x, w, b, reverse=reverse, silu=True)
         k, L = self.d_conv, x.shape[-1]
         outs = [F.conv1d(F.pad(x, (0, k - 1)), c.weight.flip(-1), c.bias, groups=self.d_inner) if r else c(x)[..., :L]
                 for c, r in zip(convs, reverse or (False,) * len(convs))]       # causal: the first L outputs
@@ -483,8 +498,7 @@ class MambaMixer(nn.Module):
 
     def _scan_args(self, x, z, sfx:str=''):
         "Causal conv, SiLU and projections of one direction: the keyword arguments of its selective scan."
-        u = self._conv_silu(x, [getattr(self, 'conv1d' + sfx)])
-        return dict(self._proj(u, sfx), z=z, delta_softplus=True)
+        return dict(self._proj(self._conv_silu(x, (sfx,)), (sfx,)), z=z, delta_softplus=True)
 
     def _ssm(self, x, z, sfx:str=''):
         "Causal conv, SiLU, projections and the selective scan of one direction; x, z: (batch, d_inner, length)."
@@ -517,19 +531,11 @@ class MambaMixer(nn.Module):
         """The BiScan as one grouped scan: the flipped pass is computed in time order (its causal conv on the flipped
         sequence is an anti-causal conv with mirrored taps) and scanned with `reverse`, so nothing is flipped. Both
         directions' convs, projections and scan inputs are single calls on `(batch, 2·d_inner, length)`."""
-        u = self._conv_silu(x, [self.conv1d, self.conv1d_b], reverse=(False, True))    # (batch, 2·d_inner, length)
-        b, _, L = u.shape
-        R, N, d = self.dt_rank, self.d_state, self.d_inner
-        per_item = lambda w, w_b: torch.stack([w, w_b])[None].expand(b, -1, -1, -1).reshape(2 * b, *w.shape)
-        dbl = torch.bmm(per_item(self.x_proj.weight, self.x_proj_b.weight), u.view(2 * b, d, L))
-        dbl = dbl.view(b, 2, R + 2 * N, L)
-        dt, B, C = dbl.split([R, N, N], dim=2)                           # B, C: (batch, 2 groups, N, length) views
-        delta = torch.bmm(per_item(self.dt_proj.weight, self.dt_proj_b.weight), dt.reshape(2 * b, R, L))
-        both = lambda n: torch.cat([getattr(self, n), getattr(self, n + '_b')]).float()
-        y = selective_scan(u, delta.view(b, 2 * d, L), -torch.exp(both('A_log')), B, C, both('D'),
-                           delta_bias=torch.cat([self.dt_proj.bias, self.dt_proj_b.bias]).float(), delta_softplus=True,
-                           reverse=(False, True), backend=self.backend)
-        return y.view(b, 2, d, L).sum(1) * F.silu(z)                     # both directions share the gate z
+        both = ('', '_b')
+        u = self._conv_silu(x, both, reverse=(False, True))             # (batch, 2·d_inner, length)
+        y = selective_scan(**self._proj(u, both), delta_softplus=True, reverse=(False, True), backend=self.backend)
+        b, _, L = y.shape
+        return y.view(b, 2, self.d_inner, L).sum(1) * F.silu(z)         # both directions share the gate z
 
     def forward(self, hidden:torch.Tensor, # (batch, length, d_model)
                ) -> torch.Tensor: # (batch, length, d_model)
