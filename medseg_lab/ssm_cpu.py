@@ -6,7 +6,6 @@
 from __future__ import annotations
 import contextlib, hashlib, math, os, shutil, sys, time
 import torch
-import torch.nn.functional as F
 from .ssm import _check_scan_inputs, _compute_dtype, _check_stable, _reverse_flags
 
 # %% auto #0
@@ -333,9 +332,9 @@ static void bwd_unit(const Bwd<T>& w, int64_t bi, int64_t c0, int64_t c1) {
 
 # %% ../nbs/05b_ssm_cpu.ipynb #0f3940a0
 _SRC_BWD = r"""
-// out[i] = sum over q < parts of p[q * size + i], in order, in double
-template <typename T>
-static void sum_parts(const T* p, int64_t parts, int64_t size, T* out) {
+// out[i] = sum over q < parts of p[q * size + i], in order, in double (partials in T or already in double)
+template <typename P, typename T>
+static void sum_parts(const P* p, int64_t parts, int64_t size, T* out) {
   at::parallel_for(0, size, 2048, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       double s = 0;
@@ -388,21 +387,14 @@ std::vector<at::Tensor> selective_scan_bwd(at::Tensor u, at::Tensor delta, at::T
       if (S == 1 && batched) return P.view({-1});
       const int64_t parts = batched ? S : S * b, size = (batched ? b : 1) * slot;
       auto out = at::empty({size}, o);
-      sum_parts<T>(P.data_ptr<T>(), parts, size, out.data_ptr<T>());
+      sum_parts(P.data_ptr<T>(), parts, size, out.data_ptr<T>());
       return out;
     };
     gB = reduce(PB, bl.sb != 0, gb_ * pbl); gC = reduce(PC, cl.sb != 0, gc_ * pcl);
     // ... and the per-channel sums gA, gD, gbias over the batch
-    auto over_batch = [&](const double* p, int64_t size, T* out) {
-      for (int64_t i = 0; i < size; ++i) {
-        double s = 0;
-        for (int64_t q = 0; q < b; ++q) s += p[q * size + i];
-        out[i] = T(s);
-      }
-    };
-    over_batch(pA.data_ptr<double>(), d * n, gA.data_ptr<T>());
-    if (D.numel()) over_batch(pD.data_ptr<double>(), d, gD.data_ptr<T>());
-    if (bias.numel()) over_batch(pbias.data_ptr<double>(), d, gbias.data_ptr<T>());
+    sum_parts(pA.data_ptr<double>(), b, d * n, gA.data_ptr<T>());
+    if (D.numel()) sum_parts(pD.data_ptr<double>(), b, d, gD.data_ptr<T>());
+    if (bias.numel()) sum_parts(pbias.data_ptr<double>(), b, d, gbias.data_ptr<T>());
   });
   return {gu, gdl, gz, gA, gB, gC, gD, gbias};
 }
@@ -519,15 +511,8 @@ std::vector<at::Tensor> causal_conv1d_bwd(at::Tensor x, at::Tensor w, at::Tensor
     at::parallel_for(0, b * d, 1, [&](int64_t u0, int64_t u1) {
       conv_bwd_units<T>(u0, u1, d, G, L, k, X, W, BI, rev, silu, GO, GX, PW, PB);
     });
-    T *GW = gw.data_ptr<T>(), *GB = mut_ptr_or_null<T>(gb);
-    for (int64_t i = 0; i < G * d; ++i) {                   // over the batch, in order
-      for (int64_t j = 0; j < k; ++j) {
-        double s = 0;
-        for (int64_t q = 0; q < b; ++q) s += PW[(q * G * d + i) * k + j];
-        GW[i * k + j] = T(s);
-      }
-      if (GB) { double s = 0; for (int64_t q = 0; q < b; ++q) s += PB[q * G * d + i]; GB[i] = T(s); }
-    }
+    sum_parts(PW, b, G * d * k, gw.data_ptr<T>());          // over the batch, in order
+    if (bias.numel()) sum_parts(PB, b, G * d, gb.data_ptr<T>());
   });
   return {gx, gw, gb};
 }
