@@ -11,12 +11,13 @@ batch of 16 slices of the bundled lesion task at 96x112 (the model zoo's shape),
 3D: a batch of 2 random 64^3 volumes, every model that builds in 3D at `small`.
 
 Times are medians over `--rounds` rounds; in each round every model takes one step in turn, so a change of machine
-load during the run hits all models alike: the ratio against UNet is taken within each round, and the table gives its
-median and its range over the rounds (on a shared 2-core machine single rounds differ by up to a third). One extra profiled step per model
-(torch.profiler) splits the step into: the selective scan (the autograd ops `_KernelScan`/`_ChunkedScan` and their
-backward), convolutions (`aten::convolution` and `aten::convolution_backward`), the optimizer step, and the rest.
-Shares are of the profiled step's wall time. With `--torch-scan` the Mamba models are also timed with the compiled
-CPU kernel disabled (`MEDSEG_LAB_NO_CPU_KERNEL=1` at run time: the chunked PyTorch scan), in the same rounds.
+load during the run hits all models alike: the ratio against UNet is taken within each round, and the table gives
+its median and its range over the rounds (on a shared 2-core machine single rounds differ by up to a third). One
+extra profiled step per model (torch.profiler) splits the step into: the selective scan (the autograd ops
+`_KernelScan`/`_ChunkedScan` and their backward), convolutions (`aten::convolution` and
+`aten::convolution_backward`), the optimizer step, and the rest. Shares are of the profiled step's wall time. With
+`--torch-scan` the Mamba models are also timed with the compiled CPU kernel disabled (`MEDSEG_LAB_NO_CPU_KERNEL=1`
+at run time: the chunked PyTorch scan), in the same rounds.
 Ratios, never timed asserts.
 """
 import argparse, json, os, platform, statistics, sys, time
@@ -134,10 +135,11 @@ def main():
         if 'skipped' in r: table.append(f"{r['setting']:18s} {r['model']:9s} skipped: {r['skipped'][:70]}"); continue
         lo, hi = r['ratio_range']
         table.append(f"{r['setting']:18s} {r['model']:9s} {r['preset']:6s} {r['variant']:10s} | {r['step_s']:7.3f} "
-                     f"{r['ratio_vs_unet']:7.2f} {f'{lo:.2f}-{hi:.2f}':>11s} | {r['scan_share']:5.0%} {r['conv_share']:5.0%} {r['optimizer_share']:5.0%} "
-                     f"{r['other_share']:5.0%}")
-    text = '\n'.join(lines + [''] + table + ['', "step s: median over rounds; x UNet: median over rounds of the ratio to UNet "
-                                              "small in the same round (range: lowest-highest round); shares: of one profiled step (torch.profiler, CPU time of the ops)."])
+                     f"{r['ratio_vs_unet']:7.2f} {f'{lo:.2f}-{hi:.2f}':>11s} | {r['scan_share']:5.0%} "
+                     f"{r['conv_share']:5.0%} {r['optimizer_share']:5.0%} {r['other_share']:5.0%}")
+    legend = ("step s: median over rounds; x UNet: median over rounds of the ratio to UNet small in the same round "
+              "(range: lowest-highest round); shares: of one profiled step (torch.profiler, CPU time of the ops).")
+    text = '\n'.join(lines + [''] + table + ['', legend])
     print('\n' + text)
     if a.out:
         with open(a.out, 'w') as f:
