@@ -10,11 +10,12 @@ distillation features), the loss (CE + Dice, plus DSVM-UNet's distillation terms
 batch of 16 slices of the bundled lesion task at 96x112 (the model zoo's shape), every model at its `small` preset.
 3D: a batch of 2 random 64^3 volumes, every model that builds in 3D at `small`.
 
-Times are medians over `--rounds` rounds; in each round every model takes one step in turn, so a change of machine
-load during the run hits all models alike: the ratio against UNet is taken within each round, and the table gives
-its median and its range over the rounds (on a shared 2-core machine single rounds differ by up to a third). One
-extra profiled step per model (torch.profiler) splits the step into: the selective scan (the autograd ops
-`_KernelScan`/`_ChunkedScan` and their backward), convolutions (`aten::convolution` and
+Times are medians over `--rounds` rounds; in each round every model takes one step in turn (the order turned by one
+model per round), so a change of machine load during the run hits all models alike: the ratio against UNet is taken
+within each round, and the table gives its median and its range over the rounds (on a shared 2-core machine single
+rounds differ by up to a third). DSVM-UNet, which is VM-UNet plus training-only distillation heads, is also compared
+with VM-UNet round by round. One extra profiled step per model (torch.profiler) splits the step into: the selective
+scan (the autograd ops `_KernelScan`/`_ChunkedScan` and their backward), convolutions (`aten::convolution` and
 `aten::convolution_backward`), the optimizer step, and the rest. Shares are of the profiled step's wall time. With
 `--torch-scan` the Mamba models are also timed with the compiled CPU kernel disabled (`MEDSEG_LAB_NO_CPU_KERNEL=1`
 at run time: the chunked PyTorch scan), in the same rounds.
@@ -31,6 +32,7 @@ from medseg_lab.ssm_cpu import cpu_kernel, cpu_kernel_status
 SCAN_EVENTS = ('_KernelScan', '_KernelScanBackward', '_ChunkedScan', '_ChunkedScanBackward')
 CONV_EVENTS = ('aten::convolution', 'aten::convolution_backward')
 MAMBA = ('vmunet', 'dsvmunet', 'mmunet')
+PAIRS = (('dsvmunet', 'vmunet'),)   # a model and the one it adds training-only parts to: compared round by round
 
 def batch_2d(n, size):
     "A real batch: `n` training slices of mni152_lesions at `size`."
@@ -87,8 +89,8 @@ def run_setting(label, dims, names, x, y, classes, rounds, torch_scan):
         try: t = time.perf_counter(); steps[k](); return time.perf_counter() - t
         finally: os.environ.pop('MEDSEG_LAB_NO_CPU_KERNEL', None)
     for k in live: call(k)                                               # warm-up (first-call costs)
-    for r in range(rounds):
-        for k in live: rows[k]['times'].append(call(k))
+    for r in range(rounds):   # the order turns by one model per round: no model always runs right after another
+        for k in live[r % len(live):] + live[:r % len(live)]: rows[k]['times'].append(call(k))
         print(f'{label}: round {r + 1}/{rounds} done', flush=True)
     for k in live:
         if k[1] == 'torch-scan': os.environ['MEDSEG_LAB_NO_CPU_KERNEL'] = '1'
@@ -100,12 +102,18 @@ def run_setting(label, dims, names, x, y, classes, rounds, torch_scan):
         ratios = [t / b for t, b in zip(rows[k]['times'], base)] if base else []
         rows[k]['ratio_vs_unet'] = statistics.median(ratios) if ratios else None
         rows[k]['ratio_range'] = [min(ratios), max(ratios)] if ratios else None
+    for m, ref in PAIRS:   # e.g. DSVM-UNet's distillation heads: its step against VM-UNet's in the same round
+        k, kr = (m, 'kernel'), (ref, 'kernel')
+        if k in steps and kr in steps:
+            ratios = [t / b for t, b in zip(rows[k]['times'], rows[kr]['times'])]
+            rows[k]['paired'] = dict(model=ref, ratio=statistics.median(ratios), range=[min(ratios), max(ratios)],
+                                     ratio_of_medians=rows[k]['step_s'] / rows[kr]['step_s'])
     return list(rows.values())
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--models', nargs='+', default=list(MODELS), help='registered model names (default: all)')
-    p.add_argument('--rounds', type=int, default=9, help='timed rounds (median taken), after one warm-up round')
+    p.add_argument('--rounds', type=int, default=15, help='timed rounds (median taken), after one warm-up round')
     p.add_argument('--batch-2d', type=int, default=16); p.add_argument('--size-2d', type=int, nargs=2, default=[96, 112])
     p.add_argument('--batch-3d', type=int, default=2); p.add_argument('--side-3d', type=int, default=64)
     p.add_argument('--no-3d', action='store_true', help='skip the 3D setting')
@@ -137,9 +145,12 @@ def main():
         table.append(f"{r['setting']:18s} {r['model']:9s} {r['preset']:6s} {r['variant']:10s} | {r['step_s']:7.3f} "
                      f"{r['ratio_vs_unet']:7.2f} {f'{lo:.2f}-{hi:.2f}':>11s} | {r['scan_share']:5.0%} "
                      f"{r['conv_share']:5.0%} {r['optimizer_share']:5.0%} {r['other_share']:5.0%}")
+    pairs = [f"{r['setting']}: {r['model']} / {r['paired']['model']} in the same round: median "
+             f"{r['paired']['ratio']:.3f} (range {r['paired']['range'][0]:.3f}-{r['paired']['range'][1]:.3f}; "
+             f"ratio of the step medians {r['paired']['ratio_of_medians']:.3f})" for r in rows if 'paired' in r]
     legend = ("step s: median over rounds; x UNet: median over rounds of the ratio to UNet small in the same round "
               "(range: lowest-highest round); shares: of one profiled step (torch.profiler, CPU time of the ops).")
-    text = '\n'.join(lines + [''] + table + ['', legend])
+    text = '\n'.join(lines + [''] + table + [''] + pairs + ['', legend])
     print('\n' + text)
     if a.out:
         with open(a.out, 'w') as f:

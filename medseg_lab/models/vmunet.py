@@ -85,7 +85,9 @@ class SS2D(nn.Module):
                 f"SS2D expects channels-last (B, H, W, d_model={self.d_model}), got {tuple(getattr(x, 'shape', ()))}"
             )
         x, z = self.in_proj(x).chunk(2, dim=-1)
-        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
+        # contiguous before the SiLU: the cross-scan reads (B, D, H, W) rows anyway, and SiLU's backward is ~8x slower
+        # when its input is channels-last (the depthwise conv's output) and the incoming gradient is not
+        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)).contiguous())
         y = self.forward_core(x).permute(0, 2, 3, 1)
         y = self.out_norm(y) * F.silu(z)
         return self.dropout(self.out_proj(y))
