@@ -248,16 +248,11 @@ def _run_points(notebook:Path, points:list, sweep_dir:Path, finished:dict, setti
 # %% ../nbs/31_sweep.ipynb #e74e6aca
 def machine_summary() -> str:
     "One line naming this machine: CPU model, cores, OS, Python, torch (and the GPU when there is one)."
-    import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'): cpu = line.split(':', 1)[1].strip(); break
-    except OSError: pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ''
-    return (f"{cpu}, {cores} cores available, torch {torch.get_num_threads()} threads{gpu}; "
-            f"{platform.system()} {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}")
+    from medseg_lab.results import _machine   # what a results file records; imports torch, so not at import time
+    m = _machine()
+    gpu = f", GPU {m['cuda']}" if m['cuda'] else ''
+    return (f"{m['cpu']}, {m['cores']} cores available, torch {m['torch_threads']} threads{gpu}; "
+            f"{platform.system()} {platform.machine()}, Python {m['python']}, torch {m['torch']}")
 
 def _cell(v, floatfmt):
     if v is None or (isinstance(v, float) and v != v): return '–'

@@ -158,6 +158,13 @@ class PlainConvDecoder(nn.Module):
         return outs
 
 # %% ../../nbs/11_fuseunet.ipynb #6a60438a
+def _fused_output(decoder:FuseDecoder, skips:list, shape:tuple, return_aux:bool):
+    "A FuseDecoder's logits over `skips`, cropped to `shape`; with `return_aux` a SegOutput (aux logits, features)."
+    logits, aux, ys = decoder(skips, return_aux=True)
+    if not return_aux: return crop_spatial(logits, shape)
+    return SegOutput(logits=crop_spatial(logits, shape), aux_logits=[crop_spatial(a, shape) for a in aux],
+                     features=[*skips, *ys])
+
 class FuseUNet(nn.Module):
     """FuseUNet (He et al., ICML 2025, arXiv:2506.05821) on an nnU-Net-like plain conv encoder, 2D or 3D;
     `fuse=False` gives the plain U-Net decoder.
@@ -220,11 +227,7 @@ class FuseUNet(nn.Module):
                              f"resolution), where instance norm is undefined: make one spatial size larger than "
                              f"{self.divisor} (or use fewer stages)")
         skips = self.encoder(x)
-        if self.fuse:
-            logits, aux, ys = self.decoder(skips, return_aux=True)
-            if not return_aux: return crop_spatial(logits, shape)
-            return SegOutput(logits=crop_spatial(logits, shape), aux_logits=[crop_spatial(a, shape) for a in aux],
-                             features=[*skips, *ys])
+        if self.fuse: return _fused_output(self.decoder, skips, shape, return_aux)
         decs = self.decoder(skips)
         logits = crop_spatial(self.head(decs[-1]), shape)
         if not return_aux: return logits
@@ -357,11 +360,7 @@ class FuseUNETR(nn.Module):
                                  f"tile larger inputs with sliding_window(roi_size=img_size)")
             x = F.pad(x, [p for s, t in zip(reversed(shape), reversed(self.img_size)) for p in (0, t - s)])
         skips = self.encoder(x)
-        if self.fuse:
-            logits, aux, ys = self.decoder(skips, return_aux=True)
-            if not return_aux: return crop_spatial(logits, shape)
-            return SegOutput(logits=crop_spatial(logits, shape), aux_logits=[crop_spatial(a, shape) for a in aux],
-                             features=[*skips, *ys])
+        if self.fuse: return _fused_output(self.decoder, skips, shape, return_aux)
         e1, e2, e3, e4, z = skips
         d = self.decoder2(self.decoder3(self.decoder4(self.decoder5(z, e4), e3), e2), e1)
         logits = crop_spatial(self.out(d), shape)
