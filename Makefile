@@ -107,9 +107,12 @@ zoo: $(READY)
 readme-results: $(READY) $(SYSDEPS)
 	@zoo=$$(ls -td $(RUNS)/model_zoo-*/ 2>/dev/null | head -1); \
 	if [ -z "$$zoo" ] || [ ! -f "$$zoo"zoo_results.md ]; then echo "no zoo results under $(RUNS): run 'make zoo' first"; exit 1; fi; \
-	$(PY) -c "import sys, json; from medseg_lab.results import save_results as s; \
-	  s('model_zoo', dict(markdown=open(sys.argv[1] + 'zoo_results.md').read(), zoo_folder=sys.argv[1].rstrip('/').split('/')[-1]), \
-	    command='make zoo && make readme-results', folder='nbs/results')" "$$zoo"; \
+	$(PY) -c "import sys, json, glob; from medseg_lab.results import save_results as s; z = sys.argv[1]; \
+	  c = {json.load(open(f)).get('versions', {}).get('commit') for f in glob.glob(z + 'runs/*/metrics.json')}; \
+	  c = c.pop() if len(c) == 1 else None; \
+	  print(f'commit of the code that trained the zoo: {c}' if c else 'the zoo runs name no single commit: recording this checkout\'s'); \
+	  s('model_zoo', dict(markdown=open(z + 'zoo_results.md').read(), zoo_folder=z.rstrip('/').split('/')[-1]), \
+	    command='make zoo && make readme-results', folder='nbs/results', commit=c)" "$$zoo"; \
 	echo "nbs/results/model_zoo.json: $${zoo}zoo_results.md"
 	$(PY) scripts/nbexec.py nbs/index.ipynb
 	$(MAKE) readme

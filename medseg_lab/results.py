@@ -10,7 +10,7 @@ import torch
 from .core import atomic_write_text
 
 # %% auto #0
-__all__ = ['results_dir', 'save_results', 'load_results', 'provenance', 'results_or_note']
+__all__ = ['results_dir', 'code_version', 'save_results', 'load_results', 'provenance', 'results_or_note']
 
 # %% ../nbs/06_results.ipynb #3540288a
 def results_dir() -> Path:
@@ -46,6 +46,14 @@ def _commit(where:Path) -> str|None:
         return head.stdout.strip() + ('+dirty' if dirty else '')
     except (OSError, subprocess.SubprocessError): return None
 
+def code_version() -> dict:
+    """The code that is running: `commit`, the git commit of the package's checkout ('+dirty' with uncommitted edits,
+    None when the package is not in a git checkout), and the `medseg_lab` and `torch` versions. `train` records it in
+    a run folder's status.json, so a run says which code trained it."""
+    import medseg_lab
+    return dict(commit=_commit(Path(__file__).parent if '__file__' in globals() else Path.cwd()),
+                medseg_lab=getattr(medseg_lab, '__version__', 'unknown'), torch=torch.__version__)
+
 # %% ../nbs/06_results.ipynb #4b1f14d2
 def _jsonable(o):
     "NaN/Inf -> None, numpy/torch scalars and arrays -> Python, paths -> str, recursively."
@@ -64,6 +72,9 @@ def save_results(notebook:str, # the notebook's stem, e.g. 'mmunet_ablation' (th
                  command:str,
                  setting:dict|None=None, # the parameters of the run (sizes, budgets, seeds)
                  folder=None, # where to write (None: `results_dir()`)
+                 # the commit of the code that made the results when it is not this checkout's (e.g. the `code` that
+                 # training runs recorded in their status.json); None: this checkout's
+                 commit:str|None=None,
                 ) -> Path:
     "Write `results` with their provenance (command, UTC date, machine, commit, package version) to `<notebook>.json`."
     import medseg_lab
@@ -75,7 +86,7 @@ def save_results(notebook:str, # the notebook's stem, e.g. 'mmunet_ablation' (th
     folder.mkdir(parents=True, exist_ok=True)
     rec = dict(notebook=notebook, command=command, setting=setting or {},
                date_utc=_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'), machine=_machine(),
-               commit=_commit(Path(__file__).parent if '__file__' in globals() else Path.cwd()),
+               commit=commit if commit is not None else code_version()['commit'],
                medseg_lab=getattr(medseg_lab, '__version__', 'unknown'), results=results)
     path = folder / f'{notebook}.json'
     atomic_write_text(path, json.dumps(_jsonable(rec), indent=1) + '\n')

@@ -68,12 +68,11 @@ class RunResult:
         return f"RunResult({str(self.run_dir)!r}, epochs={len(self.history)}, {split} dice/mean={d:.4f})"
 
 def _versions() -> dict:
-    import medseg_lab
-    return dict(python=platform.python_version(), platform=platform.platform(), torch=torch.__version__,
-                numpy=np.__version__, pandas=pd.__version__,
-                medseg_lab=getattr(medseg_lab, '__version__', 'unknown'))
+    "Python, platform, numpy, pandas, and `code_version()`: torch, medseg_lab and the git commit of the code."
+    return dict(python=platform.python_version(), platform=platform.platform(), numpy=np.__version__,
+                pandas=pd.__version__, **code_version())
 
-from ..results import _jsonable   # NaN/Inf -> null, numpy/torch -> Python, recursively
+from ..results import _jsonable, code_version   # _jsonable: NaN/Inf -> null, numpy/torch -> Python
 
 def _write_json(path, obj): atomic_write_text(path, json.dumps(_jsonable(obj), indent=2))
 
