@@ -1,5 +1,5 @@
 """What every benchmark's results file records about its run (imported by the scripts in this folder)."""
-import datetime, os
+import datetime, json, os, sys
 
 
 def load_average():
@@ -13,3 +13,14 @@ def provenance():
     from medseg_lab.results import _machine, _commit
     return dict(date_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                 machine=_machine(), commit=_commit(os.path.dirname(os.path.abspath(__file__))), load_average=load_average())
+
+
+def write_results(out, record, text):
+    """Write `record` with the command line and `provenance()` to `out` (JSON), and `text` to the .txt beside it. The
+    provenance is taken before either file changes, so that a run on a clean checkout records a clean commit (opening
+    the tracked results file first made every such run '+dirty'); each file is replaced atomically."""
+    rec = dict(command=' '.join(['python'] + sys.argv), provenance=provenance(), **record)
+    for path, data in ((out, json.dumps(rec, indent=1)), (os.path.splitext(out)[0] + '.txt', text)):
+        tmp = f'{path}.tmp{os.getpid()}'
+        with open(tmp, 'w') as f: f.write(data.rstrip('\n') + '\n')
+        os.replace(tmp, path)

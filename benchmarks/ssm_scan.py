@@ -25,7 +25,7 @@ Ratios, never timed asserts.
 """
 import argparse, importlib.util, json, math, os, platform, subprocess, sys, time
 import torch
-from _provenance import load_average, provenance   # benchmarks/_provenance.py
+from _provenance import load_average, write_results   # benchmarks/_provenance.py
 from medseg_lab.ssm import selective_scan, selective_scan_reference
 from medseg_lab.ssm_cpu import cpu_kernel, cpu_kernel_status
 
@@ -193,9 +193,7 @@ def main():
                '(1, 192, 16, 32768); fwd+bwd peak <= 0.25 of the full (B, D, N, L) float32 tensor')
     print('\n' + '\n'.join(out))
     if a.out:
-        with open(a.out, 'w') as f:
-            json.dump(dict(command=' '.join(['python'] + sys.argv), provenance=provenance(), torch=torch.__version__,
-                           threads=torch.get_num_threads(), cpu_kernel=cpu_kernel_status(), rows=rows), f, indent=1)
-        with open(os.path.splitext(a.out)[0] + '.txt', 'w') as f: f.write('\n'.join(lines + [''] + out) + '\n')
+        write_results(a.out, dict(torch=torch.__version__, threads=torch.get_num_threads(),
+                                  cpu_kernel=cpu_kernel_status(), rows=rows), '\n'.join(lines + [''] + out))
 
 if __name__ == '__main__': main()

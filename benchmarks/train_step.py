@@ -23,7 +23,7 @@ Ratios, never timed asserts.
 """
 import argparse, json, os, platform, statistics, sys, time
 import torch
-from _provenance import load_average, provenance   # benchmarks/_provenance.py
+from _provenance import load_average, write_results   # benchmarks/_provenance.py
 from medseg_lab.models import MODELS, PRESETS, build_model
 from medseg_lab.train import make_loss, distill_mode
 from medseg_lab.losses import DistillTotalLoss
@@ -153,9 +153,7 @@ def main():
     text = '\n'.join(lines + [''] + table + [''] + pairs + ['', legend])
     print('\n' + text)
     if a.out:
-        with open(a.out, 'w') as f:
-            json.dump(dict(command=' '.join(['python'] + sys.argv), provenance=provenance(), torch=torch.__version__,
-                           threads=torch.get_num_threads(), cpu_kernel=cpu_kernel_status(), rows=rows), f, indent=1)
-        with open(os.path.splitext(a.out)[0] + '.txt', 'w') as f: f.write(text + '\n')
+        write_results(a.out, dict(torch=torch.__version__, threads=torch.get_num_threads(),
+                                  cpu_kernel=cpu_kernel_status(), rows=rows), text)
 
 if __name__ == '__main__': main()
