@@ -19,8 +19,7 @@ def write_results(out, record, text):
     """Write `record` with the command line and `provenance()` to `out` (JSON), and `text` to the .txt beside it. The
     provenance is taken before either file changes, so that a run on a clean checkout records a clean commit (opening
     the tracked results file first made every such run '+dirty'); each file is replaced atomically."""
+    from medseg_lab.core import atomic_write_text
     rec = dict(command=' '.join(['python'] + sys.argv), provenance=provenance(), **record)
     for path, data in ((out, json.dumps(rec, indent=1)), (os.path.splitext(out)[0] + '.txt', text)):
-        tmp = f'{path}.tmp{os.getpid()}'
-        with open(tmp, 'w') as f: f.write(data.rstrip('\n') + '\n')
-        os.replace(tmp, path)
+        atomic_write_text(path, data.rstrip('\n') + '\n')
