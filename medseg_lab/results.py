@@ -49,7 +49,7 @@ def _commit(where:Path) -> str|None:
 def code_version() -> dict:
     """The code that is running: `commit`, the git commit of the package's checkout ('+dirty' with uncommitted edits,
     None when the package is not in a git checkout), and the `medseg_lab` and `torch` versions. `train` records it in
-    a run folder's status.json, so a run says which code trained it."""
+    a run folder's metrics.json (`versions`), so a run says which code trained it."""
     import medseg_lab
     return dict(commit=_commit(Path(__file__).parent if '__file__' in globals() else Path.cwd()),
                 medseg_lab=getattr(medseg_lab, '__version__', 'unknown'), torch=torch.__version__)
@@ -73,7 +73,7 @@ def save_results(notebook:str, # the notebook's stem, e.g. 'mmunet_ablation' (th
                  setting:dict|None=None, # the parameters of the run (sizes, budgets, seeds)
                  folder=None, # where to write (None: `results_dir()`)
                  # the commit of the code that made the results when it is not this checkout's (e.g. the `code` that
-                 # training runs recorded in their status.json); None: this checkout's
+                 # training runs recorded in their metrics.json); None: this checkout's
                  commit:str|None=None,
                 ) -> Path:
     "Write `results` with their provenance (command, UTC date, machine, commit, package version) to `<notebook>.json`."
